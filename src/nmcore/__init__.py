@@ -1,0 +1,5 @@
+"""nmcore: real-time acquisition and reaction-time measurement for neuromuscular and balance labs."""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,128 @@
+"""The `nmcore` command. Exit codes are stable (README, "Exit codes"):
+
+0 ok; 1 unexpected error (a bug: traceback logged); 2 usage error; 65 bad input data;
+69 a device or the broker unavailable; 78 invalid configuration; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from nmcore import __version__
+from nmcore.errors import NmcoreError
+from nmcore.logs import setup_logging
+
+__all__ = ["main"]
+
+log = logging.getLogger("nmcore.cli")
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs_builtin" / "sim-rig.toml"
+
+
+def _cmd_version(args: argparse.Namespace) -> int:
+    import numba  # noqa: PLC0415
+    import numpy  # noqa: PLC0415
+
+    print(f"nmcore {__version__} (numpy {numpy.__version__}, numba {numba.__version__})")
+    return EXIT_OK
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from nmcore.config import load_station  # noqa: PLC0415
+
+    for path in args.config:
+        station = load_station(path)
+        n_dev = len(station.devices)
+        print(f"{path}: ok ({n_dev} device{'s' if n_dev != 1 else ''}, station {station.station.id!r})")
+    return EXIT_OK
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    if args.what == "config":
+        from nmcore.config import StationConfig  # noqa: PLC0415
+
+        schema = StationConfig.model_json_schema()
+    else:
+        from nmcore.publish.schemas import messages_json_schema  # noqa: PLC0415
+
+        schema = messages_json_schema()
+    print(json.dumps(schema, indent=2))
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from nmcore.runtime.daemon import run_daemon  # noqa: PLC0415
+
+    return run_daemon(
+        config_path=Path(args.config) if args.config else DEFAULT_CONFIG,
+        duration_s=args.duration,
+        truth_path=Path(args.truth) if args.truth else None,
+        print_results=not args.quiet,
+        fast=args.fast,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nmcore",
+        description="Real-time acquisition and reaction-time measurement for neuromuscular labs.",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity on stderr (default INFO)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the acquisition daemon (the simulated rig by default)")
+    p.add_argument("config", nargs="?", help="station file (default: the built-in simulated rig)")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--truth", help="write the simulated rig's ground truth (JSON lines) here")
+    p.add_argument("--quiet", action="store_true", help="do not print results to stdout")
+    p.add_argument(
+        "--fast", action="store_true", help="simulated devices only: run faster than real time"
+    )
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("check-config", help="validate station files without touching hardware")
+    p.add_argument("config", nargs="+", help="station file(s)")
+    p.set_defaults(func=_cmd_check_config)
+
+    p = sub.add_parser("schema", help="print a JSON Schema")
+    p.add_argument("what", choices=["config", "messages"])
+    p.set_defaults(func=_cmd_schema)
+
+    p = sub.add_parser("version", help="print the version")
+    p.set_defaults(func=_cmd_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return int(args.func(args))
+    except NmcoreError as exc:
+        log.error("%s", exc)  # noqa: TRY400 - an expected error: no traceback
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception:
+        log.exception("unexpected error (a bug: please report it with this traceback)")
+        return EXIT_BUG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The driver plugin API. Drivers live under the top-level `drivers/` folder and are found
+through the `nmcore.drivers` entry-point group; the core never imports one by name.
+
+A driver owns one device: it opens the transport, decodes frames, scales to physical units
+and yields `SampleBlock`s carrying the device's raw counters and timestamps. It does not
+timestamp samples on the host (the clock model does) and does not reconnect (the runtime's
+supervisor does, by calling `open` again after `close`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+from nmcore.errors import ConfigError
+from nmcore.hostclock import HostClock
+from nmcore.model import Event, StreamDescriptor
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Driver",
+    "DriverContext",
+    "available_drivers",
+    "load_driver",
+]
+
+ENTRY_POINT_GROUP = "nmcore.drivers"
+
+
+@dataclass(slots=True)
+class DriverContext:
+    """What the runtime hands every driver.
+
+    `clock`: the host clock for arrival stamps and pacing. `realtime`: False when a simulated
+    device should run as fast as possible. `truth`: where simulated devices write ground truth
+    (a callable taking one JSON-able dict), None when nobody asked. `emit`: device-level events
+    (a trigger edge time-stamped by the device, a status report) for the runtime.
+    """
+
+    clock: HostClock
+    realtime: bool = True
+    truth: Callable[[dict[str, Any]], None] | None = None
+    emit: Callable[[Event], None] | None = field(default=None)
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """One device. Lifecycle: construct -> (open -> blocks... -> close)*.
+
+    - `Options`: a pydantic model (extra="forbid") for the device's `options` table.
+    - `streams`: the descriptors, known after construction (from options) and fixed.
+    - `open`: connect and start streaming; raise `DeviceError` with an actionable message.
+    - `blocks`: yield sample blocks until the device is gone (`DeviceGoneError`) or closed.
+    - `close`: release OS resources; idempotent, never raises for a device already gone.
+    """
+
+    Options: ClassVar[type[BaseModel]]
+    device_id: str
+
+    @property
+    def streams(self) -> Sequence[StreamDescriptor]: ...
+
+    async def open(self) -> None: ...
+
+    def blocks(self) -> AsyncIterator[Any]: ...
+
+    async def close(self) -> None: ...
+
+
+DriverFactory = Callable[[str, Any, DriverContext], Driver]
+
+
+def available_drivers() -> dict[str, Any]:
+    """Entry points of every installed driver, by name (not loaded)."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_driver(name: str, *, field_path: str = "driver") -> Any:
+    """The driver class registered as `name`, or a ConfigError suggesting the nearest name."""
+    eps = available_drivers()
+    if name not in eps:
+        close = difflib.get_close_matches(name, list(eps), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        known = ", ".join(sorted(eps)) or "none installed"
+        raise ConfigError(
+            "invalid configuration",
+            [f"{field_path}: unknown driver {name!r}{hint} (installed drivers: {known})"],
+        )
+    return eps[name].load()
