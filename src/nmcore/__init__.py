@@ -1,4 +1,4 @@
-"""nmcore: real-time acquisition and reaction-time measurement for neuromuscular and balance labs."""
+"""nmcore: real-time acquisition and reaction-time measurement for neuromuscular labs."""
 
 __version__ = "0.1.0"
 

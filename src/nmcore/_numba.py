@@ -20,4 +20,4 @@ __all__ = ["jit", "numba"]
 
 def jit(func: F) -> F:
     """`numba.njit(cache=True, nogil=True)` with the project's defaults."""
-    return numba.njit(cache=True, nogil=True)(func)  # type: ignore[no-any-return]
+    return numba.njit(cache=True, nogil=True)(func)  # type: ignore[return-value]

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from nmcore.errors import ConfigError
+from nmcore.errors import ConfigError, NmcoreError
 from nmcore.hostclock import HostClock
 from nmcore.model import Event, StreamDescriptor
 
@@ -40,12 +40,15 @@ class DriverContext:
     device should run as fast as possible. `truth`: where simulated devices write ground truth
     (a callable taking one JSON-able dict), None when nobody asked. `emit`: device-level events
     (a trigger edge time-stamped by the device, a status report) for the runtime.
+    `shared`: one dict for all drivers of a station (simulated devices keep their common
+    scenario there, so every simulated device agrees on when trials happen).
     """
 
     clock: HostClock
     realtime: bool = True
     truth: Callable[[dict[str, Any]], None] | None = None
-    emit: Callable[[Event], None] | None = field(default=None)
+    emit: Callable[[Event], None] | None = None
+    shared: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -91,4 +94,10 @@ def load_driver(name: str, *, field_path: str = "driver") -> Any:
             "invalid configuration",
             [f"{field_path}: unknown driver {name!r}{hint} (installed drivers: {known})"],
         )
-    return eps[name].load()
+    try:
+        return eps[name].load()
+    except Exception as exc:
+        raise NmcoreError(
+            f"driver {name!r} is installed but failed to load ({type(exc).__name__}: {exc}); "
+            "reinstall nmcore or the package that provides it"
+        ) from exc

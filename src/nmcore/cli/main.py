@@ -30,30 +30,31 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs_builtin" / "s
 
 
 def _cmd_version(args: argparse.Namespace) -> int:
-    import numba  # noqa: PLC0415
-    import numpy  # noqa: PLC0415
+    import numba
+    import numpy
 
     print(f"nmcore {__version__} (numpy {numpy.__version__}, numba {numba.__version__})")
     return EXIT_OK
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from nmcore.config import load_station  # noqa: PLC0415
+    from nmcore.config import load_station
 
     for path in args.config:
         station = load_station(path)
         n_dev = len(station.devices)
-        print(f"{path}: ok ({n_dev} device{'s' if n_dev != 1 else ''}, station {station.station.id!r})")
+        plural = "s" if n_dev != 1 else ""
+        print(f"{path}: ok ({n_dev} device{plural}, station {station.station.id!r})")
     return EXIT_OK
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
     if args.what == "config":
-        from nmcore.config import StationConfig  # noqa: PLC0415
+        from nmcore.config import StationConfig
 
         schema = StationConfig.model_json_schema()
     else:
-        from nmcore.publish.schemas import messages_json_schema  # noqa: PLC0415
+        from nmcore.publish.schemas import messages_json_schema
 
         schema = messages_json_schema()
     print(json.dumps(schema, indent=2))
@@ -61,7 +62,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from nmcore.runtime.daemon import run_daemon  # noqa: PLC0415
+    from nmcore.runtime.daemon import run_daemon
 
     return run_daemon(
         config_path=Path(args.config) if args.config else DEFAULT_CONFIG,
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except NmcoreError as exc:
-        log.error("%s", exc)  # noqa: TRY400 - an expected error: no traceback
+        log.error("%s", exc)
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

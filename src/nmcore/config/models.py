@@ -8,13 +8,22 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from nmcore.detect.emg import OnsetParams
+from nmcore.detect.landing import LandingParams
+from nmcore.detect.perturbation import MotionOnsetParams
+from nmcore.detect.sway import SwayParams
 from nmcore.model import StreamKind
 
 __all__ = [
     "BufferConfig",
+    "CopSwayConfig",
     "DetectorsConfig",
     "DeviceConfig",
+    "EmgOnsetConfig",
+    "ForceResponseConfig",
+    "LandingConfig",
     "MqttConfig",
+    "PerturbationConfig",
     "RecordingConfig",
     "StationConfig",
     "StationInfo",
@@ -129,30 +138,93 @@ class RecordingConfig(Strict):
     min_free_mb: float = Field(500.0, ge=0)
 
 
-class DetectorsConfig(Strict):
-    """Detector sections; each detector module owns its own parameter model (issue 4)."""
+class PerturbationConfig(Strict):
+    """Where the perturbation (or stimulus) onset comes from. The configured `source` defines
+    the trial's time zero; the other configured streams cross-check it."""
 
-    perturbation: dict[str, Any] | None = None
-    emg_onset: dict[str, Any] | None = None
-    cop_sway: dict[str, Any] | None = None
-    landing: dict[str, Any] | None = None
+    source: Literal["trigger", "imu", "forceplate"] = "trigger"
+    trigger_stream: StreamRef | None = None
+    trigger_channel: str = "trigger"
+    trigger_threshold: float = Field(0.5, description="rising edge: first sample >= this")
+    imu_stream: StreamRef | None = None
+    imu_channels: list[str] | None = Field(None, description="default: every channel")
+    force_stream: StreamRef | None = None
+    force_channels: list[str] = Field(default_factory=lambda: ["Fx", "Fy"])
+    refractory_s: float = Field(1.0, ge=0, description="a new perturbation no sooner than this")
+    onset: MotionOnsetParams = MotionOnsetParams()
+
+    @model_validator(mode="after")
+    def _source_stream_given(self) -> PerturbationConfig:
+        needed = {
+            "trigger": self.trigger_stream,
+            "imu": self.imu_stream,
+            "forceplate": self.force_stream,
+        }[self.source]
+        if needed is None:
+            field = {
+                "trigger": "trigger_stream",
+                "imu": "imu_stream",
+                "forceplate": "force_stream",
+            }[self.source]
+            raise ValueError(f"source = {self.source!r} needs {field}")
+        return self
+
+
+class EmgOnsetConfig(Strict):
+    stream: StreamRef
+    channels: list[str] | None = Field(None, description="default: every channel")
+    params: OnsetParams = OnsetParams()
+
+
+class ForceResponseConfig(Strict):
+    """Force/movement onset after the stimulus: motor time and postural response latency."""
+
+    stream: StreamRef
+    channels: list[str] = Field(default_factory=lambda: ["Fx", "Fy", "Mx", "My"])
+    params: MotionOnsetParams = MotionOnsetParams(baseline="linear", alarm_highpass_hz=2.0)
+
+
+class CopSwayConfig(Strict):
+    stream: StreamRef
+    input: Literal["six_axis", "cop", "load_cells"] = "six_axis"
+    channels: list[str] | None = Field(
+        None,
+        description="six_axis: Fx Fy Fz Mx My (Mz unused); cop: x y [Fz]; load_cells: 4 cells",
+    )
+    dz_m: float = Field(0.0, description="plate surface above the sensor origin (m)")
+    min_fz_n: float = Field(50.0, ge=0, description="frames below this are off-plate: excluded")
+    window_s: float = Field(30.0, gt=1)
+    update_every_s: float = Field(1.0, gt=0)
+    whole_record: bool = Field(True, description="analyze: also measure the whole record")
+    params: SwayParams = SwayParams()
+
+
+class LandingConfig(Strict):
+    stream: StreamRef
+    channel: str = "Fz"
+    params: LandingParams = LandingParams()
+
+
+class DetectorsConfig(Strict):
+    perturbation: PerturbationConfig | None = None
+    emg_onset: EmgOnsetConfig | None = None
+    force_response: ForceResponseConfig | None = None
+    cop_sway: CopSwayConfig | None = None
+    landing: LandingConfig | None = None
 
 
 class TrialConfig(Strict):
-    """A trial protocol: what starts a trial and where to look for the responses."""
+    """How a trial closes: the response window after the stimulus (onsets outside it are not
+    this trial's), and how long to wait for late streams before closing anyway."""
 
-    stimulus: Literal["perturbation", "trigger", "command"] = "perturbation"
     response_window_ms: tuple[float, float] = (20.0, 500.0)
-    rest_window_ms: tuple[float, float] = (-500.0, -20.0)
+    close_timeout_s: float = Field(2.0, gt=0, description="wait this long for lagging streams")
 
     @model_validator(mode="after")
     def _windows_ordered(self) -> TrialConfig:
         lo, hi = self.response_window_ms
         if not 0 <= lo < hi:
             raise ValueError("response_window_ms must be [start, end] with 0 <= start < end")
-        lo, hi = self.rest_window_ms
-        if not lo < hi <= 0:
-            raise ValueError("rest_window_ms must be [start, end] with start < end <= 0")
         return self
 
 

@@ -1,0 +1,39 @@
+# Quick start: `make run` (daemon on the simulated rig), `make test` (the whole suite).
+SHELL := /bin/bash
+BIN := .venv/bin
+STAMP := .venv/.installed
+
+.PHONY: setup run test lint typecheck pytest firmware-test bench bench-smoke clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt scripts/setup.sh
+	bash scripts/setup.sh
+	touch $@
+
+run: setup
+	bash scripts/with-broker.sh $(BIN)/nmcore run $(ARGS)
+
+test: setup lint typecheck firmware-test pytest
+
+lint: setup
+	$(BIN)/ruff check src drivers tests benchmarks
+	$(BIN)/ruff format --check src drivers tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy src drivers
+
+pytest: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+firmware-test:
+	$(MAKE) -C firmware test
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+bench-smoke: setup
+	$(BIN)/python benchmarks/run_all.py --smoke
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

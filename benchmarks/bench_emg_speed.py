@@ -1,0 +1,283 @@
+"""EMG onset chain speed.
+
+1. Streaming: the fused per-block kernel (band-pass + conditioning + history write + detector
+   state update, 32 samples x 16 channels per call, state carried, armed and testing) in
+   channel-samples/s, next to a numpy/scipy per-block implementation of the same AGLR chain
+   (scipy.signal.sosfilt with carried zi, numpy window sums and GLR statistic, numpy history
+   write) measured in the same run.
+2. Offline: whole-record processing of 60 s of 2 kHz single-channel EMG by `emg_onsets`, next
+   to biosppy's onset detectors (on biosppy-filtered input: detector time only) and biosppy's
+   `emg.emg`, and NeuroKit2's `emg_process`, on the same record.
+
+Usage: .venv/bin/python benchmarks/bench_emg_speed.py [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from nmcore.detect import _emg_kernels as k
+from nmcore.detect.emg import EmgOnsetDetector, OnsetParams, emg_onsets
+from nmcore.sim.emg import EmgGenerator
+
+BLOCK = 32
+N_CH = 16
+RATE_HZ = 2000.0
+
+
+def emit(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    """Best of `repeats` wall times (the machine is shared: the minimum is the cleanest)."""
+    best = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return float(best)
+
+
+class NumpyAglrChain:
+    """The same streaming chain with numpy/scipy per block: sosfilt with carried zi, y**2,
+    sliding window sum through a carried tail, GLR statistic, threshold, history write."""
+
+    def __init__(self, det: EmgOnsetDetector) -> None:
+        from scipy import signal
+
+        self._sosfilt = signal.sosfilt
+        c = det.coef
+        n_bp = int(c[k.C_NBP])
+        self.sos = c[k.C_SOS : k.C_SOS + 6 * n_bp].reshape(n_bp, 6).copy()
+        self.zi = np.zeros((n_bp, 2, N_CH))
+        self.window = int(c[k.C_WINDOW])
+        self.kappa = float(c[k.C_KAPPA])
+        self.h = float(c[k.C_H])
+        self.tail = np.zeros((self.window, N_CH))
+        self.sig2 = np.ones(N_CH)
+        self.hist = np.zeros_like(det.hist_d)
+        self.head = 0
+        self.alarms = 0
+
+    def process(self, x: np.ndarray) -> None:
+        y, self.zi = self._sosfilt(self.sos, x, axis=0, zi=self.zi)
+        d = y * y
+        n = d.shape[0]
+        pos = (self.head + np.arange(n)) % self.hist.shape[0]
+        self.hist[pos] = d
+        self.head += n
+        both = np.concatenate([self.tail, d])
+        csum = np.cumsum(both, axis=0)
+        wsum = csum[self.window :] - csum[: -self.window]
+        self.tail = both[-self.window :]
+        r = wsum / (self.window * self.sig2)
+        g = np.where(r > 1.0, self.kappa * 0.5 * self.window * (r - 1.0 - np.log(r)), 0.0)
+        self.alarms += int(np.count_nonzero(np.any(g > self.h, axis=0)))
+
+
+def bench_streaming(smoke: bool) -> None:
+    seconds = 2.0 if smoke else 20.0
+    gen = EmgGenerator(rate_hz=RATE_HZ, n_channels=N_CH, rng=np.random.default_rng(1))
+    x = gen.generate(int(seconds * RATE_HZ))
+    blocks = [np.ascontiguousarray(x[i : i + BLOCK]) for i in range(0, len(x) - BLOCK + 1, BLOCK)]
+    params = OnsetParams(response_window_ms=1e3 * (seconds + 1.0))
+    det = EmgOnsetDetector(RATE_HZ, N_CH, params, history_s=seconds + 3.0)
+    rest = int(0.6 * RATE_HZ) // BLOCK
+    for b in blocks[:rest]:
+        det.process(b)
+    det.arm(det.head)
+    args = (det.work, det.istate, det.hist)
+    fused = k.emg_filter_chain_block
+    timed = blocks[rest:]
+
+    def run_fused() -> None:
+        for b in timed:
+            fused(b, *args)
+
+    run_fused_once = best_time(run_fused, 1)  # also warms up
+    assert run_fused_once > 0
+    # keep the detector testing: reset phase/cursor so every repeat does the same work
+    snap_i, snap_f = det.istate.copy(), det.work.copy()
+
+    def run_fused_reset() -> None:
+        det.istate[...] = snap_i
+        det.work[...] = snap_f
+        run_fused()
+
+    t_fused = best_time(run_fused_reset, 3 if smoke else 7)
+    base = NumpyAglrChain(det)
+    t_numpy = best_time(lambda: [base.process(b) for b in timed], 1 if smoke else 3)
+    n_cs = len(timed) * BLOCK * N_CH
+    v, bv = n_cs / t_fused, n_cs / t_numpy
+    emit(
+        {
+            "name": "stream.fused_block_kernel.aglr.32x16",
+            "value": v,
+            "unit": "channel-samples/s",
+            "baseline": {"name": "numpy+scipy.sosfilt(zi) per block, same chain", "value": bv},
+            "ratio": v / bv,
+            "us_per_block": 1e6 * t_fused / len(timed),
+            "baseline_us_per_block": 1e6 * t_numpy / len(timed),
+            "goal": {"value": 200e6, "ratio": 20.0},
+        }
+    )
+    # other methods through the same fused kernel (for the record)
+    for method in ("hodges_bui", "tkeo", "cusum", "bonato"):
+        p = OnsetParams(method=method, response_window_ms=1e3 * (seconds + 1.0))  # type: ignore[arg-type]
+        d2 = EmgOnsetDetector(RATE_HZ, N_CH, p, history_s=seconds + 3.0)
+        for b in blocks[:rest]:
+            d2.process(b)
+        d2.arm(d2.head)
+        a2 = (d2.work, d2.istate, d2.hist)
+        s_i, s_f = d2.istate.copy(), d2.work.copy()
+
+        def run2(a2: tuple[np.ndarray, ...] = a2, s_i: Any = s_i, s_f: Any = s_f) -> None:
+            a2[1][...] = s_i
+            a2[0][...] = s_f
+            for b in timed:
+                fused(b, *a2)
+
+        run2()
+        t2 = best_time(run2, 3)
+        emit(
+            {
+                "name": f"stream.fused_block_kernel.{method}.32x16",
+                "value": n_cs / t2,
+                "unit": "channel-samples/s",
+                "baseline": {"name": "numpy+scipy.sosfilt(zi) per block, AGLR chain", "value": bv},
+                "ratio": (n_cs / t2) / bv,
+            }
+        )
+
+
+def bench_offline(smoke: bool) -> None:
+    seconds = 10.0 if smoke else 60.0
+    gen = EmgGenerator(rate_hz=RATE_HZ, n_channels=1, rng=np.random.default_rng(2))
+    n = int(seconds * RATE_HZ)
+    # a burst 80 % into the record: the detector scans (almost) the whole record
+    gen.schedule_burst(0, int(0.8 * n), int(0.1 * n), 10.0)
+    x = gen.generate(n)[:, 0]
+    stim = int(0.5 * RATE_HZ)
+    figures: dict[str, float] = {}
+    for method in ("aglr", "hodges_bui"):
+        params = OnsetParams(method=method, response_window_ms=1e3 * (seconds - 0.6))  # type: ignore[arg-type]
+        r = emg_onsets(x, RATE_HZ, stim, params)[0]  # warm-up, and a sanity check
+        assert r.detected, r
+        assert abs(r.onset_index - int(0.8 * n)) < 200, r  # type: ignore[operator]
+        t = best_time(lambda params=params: emg_onsets(x, RATE_HZ, stim, params), 5)
+        figures[f"nmcore.emg_onsets.{method}"] = n / t
+
+    from biosppy.signals import emg as bemg
+    from biosppy.signals import tools as btools
+
+    filtered = np.asarray(
+        btools.filter_signal(
+            signal=x, ftype="butter", band="highpass", order=4, frequency=100, sampling_rate=RATE_HZ
+        )[0]
+    )
+    rest = [0, stim]
+    size = round(0.025 * RATE_HZ)
+    peers: dict[str, Callable[[], object]] = {
+        "biosppy.hodges_bui_onset_detector": lambda: bemg.hodges_bui_onset_detector(
+            signal=filtered, rest=rest, sampling_rate=RATE_HZ, size=size, threshold=3
+        ),
+        "biosppy.bonato_onset_detector": lambda: bemg.bonato_onset_detector(
+            signal=filtered,
+            rest=rest,
+            sampling_rate=RATE_HZ,
+            threshold=5.99,
+            active_state_duration=size // 2,
+            samples_above_fail=1,
+            fail_size=5,
+        ),
+        "biosppy.solnik_onset_detector": lambda: bemg.solnik_onset_detector(
+            signal=filtered,
+            rest=rest,
+            sampling_rate=RATE_HZ,
+            threshold=15,
+            active_state_duration=size,
+        ),
+        "biosppy.emg.emg": lambda: bemg.emg(signal=x, sampling_rate=RATE_HZ, show=False),
+    }
+    import neurokit2 as nk
+
+    nk_n = int(min(seconds, 10.0 if smoke else 60.0) * RATE_HZ)
+    peers_nk = {
+        "neurokit2.emg_process": lambda: nk.emg_process(x[:nk_n], sampling_rate=int(RATE_HZ))
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, fn in peers.items():
+            fn()
+            figures[name] = n / best_time(fn, 1 if smoke else 3)
+        for name, fn in peers_nk.items():
+            figures[name] = nk_n / best_time(fn, 1)
+
+    ours = figures["nmcore.emg_onsets.aglr"]
+    for name, value in figures.items():
+        if name.startswith("nmcore"):
+            continue
+        emit(
+            {
+                "name": f"offline.emg_onsets.aglr_vs.{name}",
+                "value": ours,
+                "unit": "samples/s",
+                "baseline": {"name": name, "value": value},
+                "ratio": ours / value,
+                "record_s": seconds,
+                "rate_hz": RATE_HZ,
+            }
+        )
+    hb = figures["nmcore.emg_onsets.hodges_bui"]
+    emit(
+        {
+            "name": "offline.emg_onsets.hodges_bui",
+            "value": hb,
+            "unit": "samples/s",
+            "baseline": {
+                "name": "biosppy.hodges_bui_onset_detector",
+                "value": figures["biosppy.hodges_bui_onset_detector"],
+            },
+            "ratio": hb / figures["biosppy.hodges_bui_onset_detector"],
+        }
+    )
+    # The kernel alone on the whole record (no facade overhead)
+    det = EmgOnsetDetector(
+        RATE_HZ, 1, OnsetParams(response_window_ms=1e3 * (seconds - 0.6)), history_s=seconds + 1.0
+    )
+    x2 = np.ascontiguousarray(x[:, None])
+    args = (det.work, det.istate, det.hist)
+    k.emg_filter_chain_block(x2, *args)
+    t = best_time(lambda: k.emg_filter_chain_block(x2, *args), 5)
+    emit(
+        {
+            "name": "offline.fused_kernel_whole_record.1ch",
+            "value": n / t,
+            "unit": "samples/s",
+            "baseline": {
+                "name": "biosppy.hodges_bui_onset_detector",
+                "value": figures["biosppy.hodges_bui_onset_detector"],
+            },
+            "ratio": (n / t) / figures["biosppy.hodges_bui_onset_detector"],
+        }
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="short records, finishes in seconds")
+    args = ap.parse_args()
+    bench_streaming(args.smoke)
+    bench_offline(args.smoke)
+
+
+if __name__ == "__main__":
+    main()

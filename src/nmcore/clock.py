@@ -1,0 +1,780 @@
+"""Device time -> host monotonic time, one online model per device.
+
+Why not stamp samples with their host arrival time: BLE hands notifications over in batches
+once per connection interval (7.5-50 ms) and USB-serial adapters flush every 16 ms, so the
+arrival time of a sample is late by a varying 0-50 ms. A reaction time of 100 ms cannot
+carry that. Every sample is instead stamped from its *device* time through a map
+
+    host = offset + (1 + drift) * device_time
+
+fitted online per device from the packets themselves.
+
+Observations and what they say
+------------------------------
+Per packet: the device time x of its last sample and the host arrival time y. The transport
+delay y - truth(x) is never negative and has no upper bound (batching, retries, OS stalls),
+so the information is in the *lower envelope* of the (x, y) cloud: the line lies on or below
+every point and as close to the lowest ones as possible. A least-squares fit would estimate
+the mean delay, which is exactly what changes with batching.
+
+A time-sync exchange (host sends at `host_send_s`, the device answers with its clock, the
+answer arrives at `host_recv_s`) bounds the map from both sides: send <= truth(x) <= recv.
+
+The estimator (and why this one)
+--------------------------------
+1. Per-bin minima. Device time is cut into bins of `bin_s` (default window_s / 120, 0.5 s
+   for a 60 s window); each bin keeps only its lowest point (lowest y - slope * x under the
+   current slope). This makes `observe` O(1) with a handful of float operations whatever
+   the packet rate, bounds memory (window_s / bin_s points), and loses nothing the envelope
+   needs: only the lowest points of a neighbourhood can touch the hull. A refit runs once
+   per closed bin (one or two jitted calls, a few µs), never per packet.
+2. Drift, mature fit (data span > window_s): the lower-envelope linear programme of Moon,
+   Skelly & Towsley (1999), "Estimation and removal of clock skew from network delay
+   measurements", IEEE INFOCOM: among lines below every point, the one maximising the sum
+   of its values, i.e. the lower convex hull's edge above the mean device time
+   (`_clock_kernels.envelope_fit`, O(n)). It runs over a longer *drift horizon*
+   (`drift_window_s`, default 4 x window_s, on coarser bins so the point count stays the
+   same). Why longer: its slope error is at most (envelope excess at the horizon's ends) /
+   (half the horizon), and with BLE the envelope is a sawtooth (see below) whose teeth
+   can be 30 s apart; a horizon holding a single tooth bottom gives a slope wrong by the
+   whole drift (measured: a 2.5 ms error at 50 ms intervals with a 60 s horizon, gone
+   with 240 s). Crystal drift changes by well under 1 ppm per minute, so the long
+   horizon costs nothing in tracking.
+3. Drift, young fit (span <= window_s): least squares through the bin minima after
+   dropping stalled bins (`_clock_kernels.minima_slope`). On a short span the hull's slope
+   hangs on two noisy vertices; the minima are order statistics of a stationary delay
+   distribution, so a line through all of them is far steadier (measured: p99 error
+   10-60 s after start, worst of 12 runs at 30 ms intervals: 1.47 -> 0.83 ms). Before
+   `min_fit_span_s` of data the slope is 0: a slope from a second of data is noise.
+4. Offset: the highest line of that slope below every bin minimum of the recent window
+   (`window_s`): the envelope. Between refits a packet that lies below the line lowers
+   the offset at once, so the line is always on or below every accepted arrival.
+5. Time-sync (NTP's clock filter, bounded): the feasible offsets are [latest send, earliest
+   arrival or answer] under the fitted slope; within that interval the model takes the
+   midpoint of the exchange with the shortest round trip. That is right when both legs
+   have the same minimum latency (a serial line: it removes the fixed latency the envelope
+   cannot see) and is clipped to the envelope when they do not (a BLE answer waits a whole
+   connection interval, so its midpoint is late and the arrivals are the better bound).
+   `offset_uncertainty_ms` is then the largest distance from the estimate to either end
+   of the feasible interval: a bound, not a statistic.
+
+What cannot be observed
+-----------------------
+Arrivals only bound the map from above. A fixed minimum latency (bytes on the wire, the
+fastest possible trip through the host stack) shifts the envelope and is indistinguishable
+from an offset; without time-sync the model's times are late by it. A second limit is
+phase: BLE connection events and USB frames run on the host's clock grid, packets on the
+device's. When the packet period and the connection interval are commensurate, the lowest
+delay reachable is the phase spacing between them (e.g. 10 ms packets in 30 ms intervals
+never get closer than their fixed phase), and it slides only as fast as the relative drift;
+the envelope touches the truth only where that phase passes zero. Accuracy is then bounded
+by the phase spacing until the horizon spans such a passage (1024 Hz in 16-sample packets
+at 50 ms intervals: 3.1 ms spacing; the same in 15-sample packets: 0.2 ms). With no drift
+at all between the grids the phase never moves and the bias stays: it is then a fixed
+latency like the one above.
+
+Discontinuities
+---------------
+A residual r = y - line(x) is checked for each packet:
+- r < -`jump_tol_s` (an arrival before the device time it carries: impossible, since delays
+  are not negative) or a device time going back by more than `back_tol_s` (0.1 s: streams
+  of one device may share a model and interleave by up to a packet's duration): after
+  `confirm_n` consecutive such packets (a single corrupt timestamp is ignored), the clock
+  stepped: restart the fit from these packets and count a discontinuity.
+- r > `stall_tol_s` for every packet over `hold_s` of device time: the device clock stepped
+  back (or restarted) by more than the tolerance; a transport stall drains within that time
+  and lets at least one packet near the floor again. Restart, count.
+- Every bin minimum more than `shift_tol_s` (5 ms) above the envelope for `shift_hold_s`
+  (5 s): a smaller step back; the floor moved up and stayed. Restart, count. Left alone
+  it would hold the times early by the step for a window and bend the drift fit for a
+  drift horizon. The price: a link so degraded that no packet in 5 s gets within 5 ms of
+  the floor restarts the fit too (and once more when the floor comes back, through the
+  first rule). Steps back under 5 ms are absorbed as a slowly leaving offset error.
+The runtime calls `reset()` when a device reconnects with an unknown clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from nmcore._clock_kernels import affine_map, envelope_fit, minima_slope
+
+__all__ = ["ClockModel", "ClockStats", "TickUnwrapper"]
+
+FloatArray = npt.NDArray[np.float64]
+
+# Residual ring for the jitter figure: ~5 s of packets at 100 packets/s, enough for a p95.
+_JITTER_RING = 512
+# Time-sync points kept per window (one ping per second over 120 s fits; older ones drop).
+_SYNC_CAP = 256
+# Coarse bins needed before the long horizon's drift replaces the window's own.
+_MIN_COARSE = 4
+# Packets buffered while a discontinuity is being confirmed, replayed into the new fit.
+_RUN_CAP = 256
+
+
+class TickUnwrapper:
+    """Turns a wrapping device tick counter into monotonic device seconds.
+
+    `bits`: the counter wraps at 2**bits. `tick_hz`: ticks per device second (the sample rate
+    for a sample counter). A step forward of less than half the wrap is taken as time going
+    forward (across a wrap if needed); a step back of less than half the wrap as time going
+    back, so that a device restart shows up as a backward step the clock model can detect
+    instead of a phantom wrap. After a silence longer than half the wrap the count is
+    ambiguous: use `seconds_near` with the expected device time.
+    """
+
+    __slots__ = ("_half", "_last", "_mask", "_modulus", "_tick_hz", "_total")
+
+    def __init__(self, bits: int, tick_hz: float) -> None:
+        if not 1 <= bits <= 64:
+            raise ValueError(f"bits={bits}: a counter width must be 1..64 bits")
+        if not tick_hz > 0 or not math.isfinite(tick_hz):
+            raise ValueError(f"tick_hz={tick_hz}: the tick rate must be a positive number of Hz")
+        self._modulus = 1 << bits
+        self._mask = self._modulus - 1
+        self._half = self._modulus >> 1
+        self._tick_hz = float(tick_hz)
+        self._last: int | None = None
+        self._total = 0
+
+    @property
+    def tick_hz(self) -> float:
+        return self._tick_hz
+
+    def ticks(self, raw_ticks: int) -> int:
+        """Monotonic tick count (exact integer) for the raw counter value."""
+        if not 0 <= raw_ticks <= self._mask:
+            raise ValueError(
+                f"raw_ticks={raw_ticks}: outside 0..{self._mask}; check the driver's "
+                "counter width (descriptor counter_bits/timestamp_bits)"
+            )
+        last = self._last
+        if last is None:
+            self._total = raw_ticks
+        else:
+            delta = (raw_ticks - last) & self._mask
+            if delta >= self._half:
+                delta -= self._modulus
+            self._total += delta
+        self._last = raw_ticks
+        return self._total
+
+    def seconds(self, raw_ticks: int) -> float:
+        """Monotonic device seconds across wraps."""
+        return self.ticks(raw_ticks) / self._tick_hz
+
+    def seconds_near(self, raw_ticks: int, expected_s: float) -> float:
+        """Device seconds choosing the wrap count that lands nearest `expected_s`.
+
+        For the first packet after a silence that may span wraps; `expected_s` comes from
+        the clock model (`ClockModel.to_device` of the arrival time).
+        """
+        if not 0 <= raw_ticks <= self._mask:
+            raise ValueError(f"raw_ticks={raw_ticks}: outside 0..{self._mask}")
+        expected_ticks = expected_s * self._tick_hz
+        wraps = round((expected_ticks - raw_ticks) / self._modulus)
+        self._total = raw_ticks + wraps * self._modulus
+        self._last = raw_ticks
+        return self._total / self._tick_hz
+
+    def reset(self) -> None:
+        """Forget the history: the next value starts a new count."""
+        self._last = None
+        self._total = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClockStats:
+    """The model's state for monitoring and provenance.
+
+    `drift_ppm`: host seconds per device second minus 1, in ppm. `offset_uncertainty_ms`:
+    with time-sync in the window, the largest distance from the offset to either end of the
+    feasible interval (a bound); otherwise the median height of the window's bin minima
+    above the envelope (how sharply the floor is defined; it cannot include the
+    unobservable fixed minimum latency). `arrival_jitter_ms`: p95 of
+    arrival delays above the envelope. `model_age_s`: since the last accepted observation.
+    `n_observations`: accepted since the last restart. `resets`: restarts of the fit
+    (detected discontinuities plus `reset()` calls); `discontinuities`: detected ones only.
+    """
+
+    drift_ppm: float
+    offset_uncertainty_ms: float
+    arrival_jitter_ms: float
+    model_age_s: float
+    n_observations: int
+    resets: int
+    settled: bool
+    discontinuities: int = 0
+    span_s: float = 0.0
+    n_sync: int = 0
+    sync_rejected: int = 0
+    effective_rate_hz: float | None = None
+
+
+class ClockModel:
+    """Online map from one device's time to host monotonic time (see the module docstring).
+
+    Parameters (seconds unless named otherwise): `window_s` sliding window of the offset
+    (and of the drift while the fit is young); `nominal_rate_hz` the stream's nominal sample
+    rate (enables `block_times` and the effective rate in `stats`); `bin_s` envelope bin
+    width (default window_s / 120, within 0.05..2 s); `drift_window_s` horizon of the drift
+    fit (default 4 x window_s); `settle_s` data span after which the model calls itself
+    settled (default min(10, window_s / 2)); `max_drift_ppm` slope limit; `min_fit_span_s`
+    span before the slope is fitted at all; `jump_tol_s`, `back_tol_s`, `stall_tol_s`,
+    `hold_s`, `shift_tol_s`, `shift_hold_s`, `confirm_n` the discontinuity rules.
+
+    Not thread-safe: one model per device, used from the task that reads the device.
+    """
+
+    __slots__ = (
+        "_back_tol_s",
+        "_base",
+        "_bin_s",
+        "_bu",
+        "_bv",
+        "_c_env",
+        "_cap",
+        "_cbin_s",
+        "_ccap",
+        "_clive_end",
+        "_clive_key",
+        "_clive_u",
+        "_clive_v",
+        "_cn",
+        "_confirm_n",
+        "_cstart",
+        "_cu",
+        "_cv",
+        "_d",
+        "_discontinuities",
+        "_drift_window_s",
+        "_env_shift",
+        "_fit_out",
+        "_fitted",
+        "_high_since",
+        "_hold_s",
+        "_hull",
+        "_jit_i",
+        "_jitter",
+        "_jump_tol_s",
+        "_last_arrival_s",
+        "_live_end",
+        "_live_key",
+        "_live_u",
+        "_live_v",
+        "_max_drift",
+        "_min_fit_span_s",
+        "_n",
+        "_n_bins",
+        "_nominal_rate_hz",
+        "_resets",
+        "_run",
+        "_run_first_x",
+        "_run_kind",
+        "_run_n",
+        "_settle_s",
+        "_settled",
+        "_shift_hold_s",
+        "_shift_tol_s",
+        "_slope",
+        "_stall_tol_s",
+        "_start",
+        "_su",
+        "_sv",
+        "_sw",
+        "_sync_half_s",
+        "_sync_n",
+        "_sync_rejected",
+        "_sync_start",
+        "_u_last",
+        "_window_s",
+        "_work",
+        "_x0",
+        "_y0",
+    )
+
+    def __init__(
+        self,
+        *,
+        window_s: float = 60.0,
+        nominal_rate_hz: float | None = None,
+        bin_s: float | None = None,
+        drift_window_s: float | None = None,
+        settle_s: float | None = None,
+        max_drift_ppm: float = 300.0,
+        min_fit_span_s: float = 2.0,
+        jump_tol_s: float = 0.005,
+        back_tol_s: float = 0.1,
+        stall_tol_s: float = 0.02,
+        hold_s: float = 2.0,
+        shift_tol_s: float = 0.005,
+        shift_hold_s: float = 5.0,
+        confirm_n: int = 3,
+    ) -> None:
+        def positive(name: str, value: float) -> float:
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name}={value}: must be a positive number of seconds")
+            return float(value)
+
+        self._window_s = positive("window_s", window_s)
+        if nominal_rate_hz is not None and not (
+            nominal_rate_hz > 0 and math.isfinite(nominal_rate_hz)
+        ):
+            raise ValueError(
+                f"nominal_rate_hz={nominal_rate_hz}: must be a positive rate in Hz or None"
+            )
+        self._nominal_rate_hz = nominal_rate_hz
+        self._bin_s = positive(
+            "bin_s", bin_s if bin_s is not None else min(2.0, max(0.05, window_s / 120.0))
+        )
+        if self._bin_s * 4 > self._window_s:
+            raise ValueError(
+                f"bin_s={self._bin_s}: must be at most window_s / 4 = {self._window_s / 4}"
+            )
+        self._settle_s = positive(
+            "settle_s", settle_s if settle_s is not None else min(10.0, window_s / 2.0)
+        )
+        if not 0 < max_drift_ppm < 10_000:
+            raise ValueError(f"max_drift_ppm={max_drift_ppm}: must be in (0, 10000) ppm")
+        self._max_drift = max_drift_ppm * 1e-6
+        self._min_fit_span_s = positive("min_fit_span_s", min_fit_span_s)
+        self._jump_tol_s = positive("jump_tol_s", jump_tol_s)
+        self._back_tol_s = positive("back_tol_s", back_tol_s)
+        self._stall_tol_s = positive("stall_tol_s", stall_tol_s)
+        self._hold_s = positive("hold_s", hold_s)
+        self._shift_tol_s = positive("shift_tol_s", shift_tol_s)
+        self._shift_hold_s = positive("shift_hold_s", shift_hold_s)
+        if confirm_n < 1:
+            raise ValueError(f"confirm_n={confirm_n}: must be at least 1 packet")
+        self._confirm_n = int(confirm_n)
+        # Ring of closed-bin minima, one slot spare for the live bin during a refit.
+        self._cap = math.ceil(self._window_s / self._bin_s) + 3
+        self._bu = np.zeros(self._cap)
+        self._bv = np.zeros(self._cap)
+        # The drift horizon: coarse bins holding as many points as the window's fine ones.
+        self._drift_window_s = max(
+            self._window_s, positive("drift_window_s", drift_window_s or 4.0 * self._window_s)
+        )
+        self._cbin_s = self._bin_s * math.ceil(self._drift_window_s / self._window_s)
+        self._ccap = math.ceil(self._drift_window_s / self._cbin_s) + 3
+        self._cu = np.zeros(self._ccap)
+        self._cv = np.zeros(self._ccap)
+        self._hull = np.zeros(max(self._cap, self._ccap), dtype=np.int64)
+        self._work = np.zeros(self._cap)
+        self._fit_out = np.zeros(3)
+        self._su = np.zeros(_SYNC_CAP)
+        self._sv = np.zeros(_SYNC_CAP)  # send, as v
+        self._sw = np.zeros(_SYNC_CAP)  # receive, as v
+        self._jitter = [0.0] * _JITTER_RING
+        self._run: deque[tuple[float, float]] = deque(maxlen=_RUN_CAP)
+        self._resets = 0
+        self._discontinuities = 0
+        self._sync_rejected = 0
+        self._restart()
+
+    # -- state -----------------------------------------------------------------------------
+
+    def _restart(self) -> None:
+        self._n = 0
+        self._x0 = math.nan
+        self._y0 = math.nan
+        self._base = math.nan  # host time at device time x0 under the current line
+        self._slope = 1.0
+        self._d = 0.0
+        self._c_env = 0.0
+        self._env_shift = 0.0
+        self._sync_half_s = math.nan
+        self._fitted = False
+        self._settled = False
+        self._start = 0
+        self._n_bins = 0
+        self._cstart = 0
+        self._cn = 0
+        self._clive_end = 0.0
+        self._clive_key = math.inf
+        self._clive_u = 0.0
+        self._clive_v = 0.0
+        self._live_end = 0.0
+        self._live_key = math.inf
+        self._live_u = 0.0
+        self._live_v = 0.0
+        self._u_last = -math.inf
+        self._last_arrival_s = math.nan
+        self._sync_start = 0
+        self._sync_n = 0
+        self._jit_i = 0
+        self._run.clear()
+        self._run_kind = 0
+        self._run_n = 0
+        self._run_first_x = 0.0
+        self._high_since = math.inf
+
+    def reset(self) -> None:
+        """Forget the fit: the device reconnected with an unknown clock."""
+        self._restart()
+        self._resets += 1
+
+    @property
+    def settled(self) -> bool:
+        """True once the fitted data span `settle_s`: the figures then mean something."""
+        return self._settled
+
+    @property
+    def drift_ppm(self) -> float:
+        """Current drift estimate: host seconds per device second minus 1, in ppm."""
+        return self._d * 1e6
+
+    @property
+    def discontinuities(self) -> int:
+        """Clock steps detected from the residuals since construction."""
+        return self._discontinuities
+
+    # -- observations ----------------------------------------------------------------------
+
+    def observe(self, device_time_s: float, arrival_s: float) -> None:
+        """One packet: device time of its last sample, host monotonic arrival time."""
+        if self._n == 0:
+            self._begin(device_time_s, arrival_s)
+            return
+        u = device_time_s - self._x0
+        r = arrival_s - (self._base + self._slope * u)
+        if (
+            r > self._stall_tol_s
+            or u < self._u_last - self._back_tol_s
+            or (r < -self._jump_tol_s and self._fitted)
+        ):
+            self._anomaly(device_time_s, arrival_s, u, r)
+            return
+        if self._run_kind:
+            self._end_run()
+        self._accept(u, arrival_s, r)
+
+    def _begin(self, x: float, y: float) -> None:
+        self._x0 = x
+        self._y0 = y
+        self._base = y
+        self._live_end = self._bin_s
+        self._accept(0.0, y, 0.0)
+
+    def _accept(self, u: float, y: float, r: float) -> None:
+        self._n += 1
+        self._last_arrival_s = y
+        if u >= self._live_end:
+            if self._close_bin(u):
+                # The floor moved up and stayed: the device clock stepped back.
+                x = u + self._x0
+                self._restart()
+                self._resets += 1
+                self._discontinuities += 1
+                self._begin(x, y)
+                return
+            r = y - (self._base + self._slope * u)  # refitted: residual against the new line
+        if u > self._u_last:
+            self._u_last = u
+        # Bin key: offset under the current slope (constant within a bin: refits happen
+        # only at bin boundaries, live lowering moves the offset, not the slope).
+        key = r + self._base
+        if key < self._live_key and u >= self._live_end - self._bin_s:
+            self._live_key = key
+            self._live_u = u
+            self._live_v = y - self._y0 - u
+        if r < 0.0:
+            self._base += r
+            r = 0.0
+        # Delay above the envelope (the line sits _env_shift below it when syncs centre it).
+        self._jitter[self._jit_i] = r - self._env_shift
+        self._jit_i = (self._jit_i + 1) % _JITTER_RING
+
+    def _anomaly(self, x: float, y: float, u: float, r: float) -> None:
+        kind = 1 if r > self._stall_tol_s and u >= self._u_last - self._back_tol_s else 2
+        if kind != self._run_kind:
+            if self._run_kind:
+                self._end_run()
+            self._run_kind = kind
+        if not self._run_n:
+            self._run_first_x = x
+        self._run.append((x, y))  # bounded: only the latest are replayed
+        self._run_n += 1
+        confirmed = self._run_n >= self._confirm_n and (
+            kind == 2 or x - self._run_first_x >= self._hold_s
+        )
+        if confirmed:
+            replay = list(self._run)
+            self._restart()
+            self._resets += 1
+            self._discontinuities += 1
+            for px, py in replay:
+                self.observe(px, py)
+
+    def _end_run(self) -> None:
+        # A stall that drained (or a lone corrupt timestamp): its packets say nothing
+        # about the floor, but they were received.
+        if self._run_kind == 1:
+            self._n += self._run_n
+            self._last_arrival_s = self._run[-1][1]
+        self._run.clear()
+        self._run_kind = 0
+        self._run_n = 0
+
+    def observe_sync(self, host_send_s: float, device_time_s: float, host_recv_s: float) -> None:
+        """A time-sync exchange: the device read `device_time_s` between send and receive."""
+        if not host_send_s <= host_recv_s:
+            raise ValueError(
+                f"host_send_s={host_send_s} > host_recv_s={host_recv_s}: the ping must be "
+                "sent before its answer is received; pass the host monotonic times in order"
+            )
+        if self._n == 0:
+            self._begin(device_time_s, host_recv_s)
+        else:
+            r = host_recv_s - (self._base + self._slope * (device_time_s - self._x0))
+            # A slow answer is a loose upper bound, not a stall to confirm as a clock step;
+            # its lower bound (the send time) is what counts then.
+            if r <= self._stall_tol_s:
+                self.observe(device_time_s, host_recv_s)
+                if self._run_kind:
+                    return  # part of a suspected discontinuity: not trusted as a bound yet
+        u = device_time_s - self._x0
+        if self._sync_n == _SYNC_CAP:
+            self._sync_start = (self._sync_start + 1) % _SYNC_CAP
+            self._sync_n -= 1
+        j = (self._sync_start + self._sync_n) % _SYNC_CAP
+        self._su[j] = u
+        self._sv[j] = host_send_s - self._y0 - u
+        self._sw[j] = host_recv_s - self._y0 - u
+        self._sync_n += 1
+        self._refit(include_live=True)
+
+    # -- fitting -----------------------------------------------------------------------------
+
+    def _close_bin(self, u: float) -> bool:
+        """Close the live bin, slide the window, refit. True: the floor has shifted up."""
+        shifted = False
+        if self._live_key != math.inf and self._fitted:
+            excess = self._live_v - (self._c_env + self._d * self._live_u)
+            if excess <= self._shift_tol_s:
+                self._high_since = math.inf
+            elif self._high_since == math.inf:
+                self._high_since = self._live_u
+            elif self._live_u - self._high_since >= self._shift_hold_s:
+                shifted = True
+        if self._live_key != math.inf:
+            cap = self._cap
+            if self._n_bins == cap - 1:  # never with sane input; keep one slot spare
+                self._start = (self._start + 1) % cap
+                self._n_bins -= 1
+            j = (self._start + self._n_bins) % cap
+            self._bu[j] = self._live_u
+            self._bv[j] = self._live_v
+            self._n_bins += 1
+            self._fold_coarse(self._live_u, self._live_v)
+        self._live_key = math.inf
+        self._live_end = (math.floor(u / self._bin_s) + 1.0) * self._bin_s
+        oldest = u - self._window_s
+        while self._n_bins > 1 and self._bu[self._start] < oldest:
+            self._start = (self._start + 1) % self._cap
+            self._n_bins -= 1
+        while self._sync_n and self._su[self._sync_start] < oldest:
+            self._sync_start = (self._sync_start + 1) % _SYNC_CAP
+            self._sync_n -= 1
+        self._refit(include_live=False)
+        return shifted
+
+    def _fold_coarse(self, u: float, v: float) -> None:
+        """Feed a closed fine bin into the coarse bins of the drift horizon."""
+        if u >= self._clive_end:
+            if self._clive_key != math.inf:
+                cap = self._ccap
+                if self._cn == cap - 1:
+                    self._cstart = (self._cstart + 1) % cap
+                    self._cn -= 1
+                j = (self._cstart + self._cn) % cap
+                self._cu[j] = self._clive_u
+                self._cv[j] = self._clive_v
+                self._cn += 1
+            self._clive_key = math.inf
+            self._clive_end = (math.floor(u / self._cbin_s) + 1.0) * self._cbin_s
+            oldest = u - self._drift_window_s
+            while self._cn > 1 and self._cu[self._cstart] < oldest:
+                self._cstart = (self._cstart + 1) % self._ccap
+                self._cn -= 1
+        key = v - self._d * u
+        if key < self._clive_key:
+            self._clive_key = key
+            self._clive_u = u
+            self._clive_v = v
+
+    def _refit(self, *, include_live: bool) -> None:
+        n = self._n_bins
+        if include_live and self._live_key != math.inf:
+            j = (self._start + n) % self._cap
+            self._bu[j] = self._live_u
+            self._bv[j] = self._live_v
+            n += 1
+        if n == 0:
+            return
+        first_u = float(self._bu[self._start])
+        if self._cn:
+            first_u = min(first_u, float(self._cu[self._cstart]))
+        span = self._u_last - first_u
+        self._fitted = span >= self._min_fit_span_s
+        out = self._fit_out
+        if not self._fitted:
+            envelope_fit(self._bu, self._bv, self._start, n, 0.0, 0.0, self._hull, out)
+        elif span <= self._window_s or self._cn < _MIN_COARSE:
+            lim = self._max_drift
+            d_young = minima_slope(self._bu, self._bv, self._start, n, self._work)
+            d_young = min(max(d_young, -lim), lim)
+            envelope_fit(self._bu, self._bv, self._start, n, d_young, d_young, self._hull, out)
+        else:
+            # Drift from the long horizon (many passes of the BLE/USB phase through zero),
+            # offset from the recent window under that drift.
+            nc = self._cn
+            if self._clive_key != math.inf:
+                j = (self._cstart + nc) % self._ccap
+                self._cu[j] = self._clive_u
+                self._cv[j] = self._clive_v
+                nc += 1
+            lim = self._max_drift
+            envelope_fit(self._cu, self._cv, self._cstart, nc, -lim, lim, self._hull, out)
+            d_long = float(out[1])
+            envelope_fit(self._bu, self._bv, self._start, n, d_long, d_long, self._hull, out)
+        c_env = float(out[0])
+        d = float(out[1])
+        c = c_env
+        self._sync_half_s = math.nan
+        if self._sync_n:
+            c = self._sync_offset(c_env, d)
+        self._c_env = c_env
+        self._env_shift = c_env - c
+        self._d = d
+        self._slope = 1.0 + d
+        self._base = self._y0 + c
+        self._settled = bool(self._fitted and span >= self._settle_s)
+
+    def _sync_offset(self, c_env: float, d: float) -> float:
+        """The offset with time-sync in the window (NTP's clock filter, bounded).
+
+        Feasible offsets: [lo, up] with lo the latest send and up the earliest arrival or
+        answer (under slope d). Within it, the midpoint of the exchange with the shortest
+        round trip: right when the two legs have the same minimum latency (a serial line),
+        and clipped to the envelope when they do not (BLE answers wait a whole connection
+        interval, so their midpoint is late and the arrivals' envelope is the better bound).
+        """
+        idx = (self._sync_start + np.arange(self._sync_n)) % _SYNC_CAP
+        su = self._su[idx]
+        lo_i = self._sv[idx] - d * su
+        up_i = self._sw[idx] - d * su
+        lo = float(np.max(lo_i))
+        up = min(c_env, float(np.min(up_i)))
+        if lo > up + self._jump_tol_s:
+            # The device read its clock outside [send, receive] by more than the model's
+            # own tolerance: its sync answers are not what they claim; use the arrivals.
+            self._sync_rejected += 1
+            return c_env
+        best = int(np.argmin(up_i - lo_i))
+        mid = 0.5 * float(lo_i[best] + up_i[best])
+        c = min(max(mid, lo), up) if lo <= up else 0.5 * (lo + up)
+        self._sync_half_s = max(c - lo, up - c, 0.0)
+        return c
+
+    # -- mapping -----------------------------------------------------------------------------
+
+    def _need_data(self) -> None:
+        if self._n == 0 and not self._run:
+            raise RuntimeError(
+                "the clock model has no observation yet: call observe() with the packet's "
+                "device time and arrival before asking for host times"
+            )
+
+    def to_host(self, device_time_s: float) -> float:
+        """Host monotonic seconds of a device time (the current fit, extrapolated)."""
+        if self._n == 0:
+            self._need_data()
+        return self._base + self._slope * (device_time_s - self._x0)
+
+    def to_host_array(self, device_time_s: FloatArray, out: FloatArray | None = None) -> FloatArray:
+        """`to_host` for a whole block; writes into `out` when given (may be the input).
+
+        One jitted call for a 1-D float64 block (the runtime's case); other shapes and
+        dtypes go through numpy.
+        """
+        if self._n == 0:
+            self._need_data()
+        x = device_time_s
+        if out is None:
+            out = np.empty(np.shape(x), dtype=np.float64)
+        if (
+            isinstance(x, np.ndarray)
+            and x.dtype == np.float64
+            and x.ndim == 1
+            and out.ndim == 1
+            and out.shape[0] == x.shape[0]
+        ):
+            affine_map(x, self._x0, self._slope, self._base, out)
+            return out
+        np.subtract(x, self._x0, out=out)
+        out *= self._slope
+        out += self._base
+        return out
+
+    def block_times(
+        self, first_index: int, n_samples: int, out: FloatArray | None = None
+    ) -> FloatArray:
+        """Host times of samples `first_index`..+n of a counter-timed stream (index / rate)."""
+        rate = self._nominal_rate_hz
+        if rate is None:
+            raise ValueError("block_times needs nominal_rate_hz: pass it to ClockModel(...)")
+        if out is None:
+            out = np.empty(n_samples, dtype=np.float64)
+        out[:] = np.arange(first_index, first_index + n_samples, dtype=np.float64)
+        out /= rate
+        return self.to_host_array(out, out)
+
+    def to_device(self, host_s: float) -> float:
+        """The inverse map: device seconds at a host time (e.g. to unwrap after a silence)."""
+        if self._n == 0:
+            self._need_data()
+        return self._x0 + (host_s - self._base) / self._slope
+
+    # -- monitoring --------------------------------------------------------------------------
+
+    def stats(self, now_s: float) -> ClockStats:
+        """A snapshot for monitoring; `now_s` is the host monotonic time of the question."""
+        n = self._n_bins
+        span = 0.0
+        unc_s = math.nan
+        if n:
+            idx = (self._start + np.arange(n)) % self._cap
+            u = self._bu[idx]
+            span = max(float(u[-1]), float(self._u_last)) - float(u[0])
+            if self._sync_half_s == self._sync_half_s:
+                unc_s = self._sync_half_s
+            else:
+                excess = self._bv[idx] - (self._c_env + self._d * u)
+                unc_s = float(np.median(excess))
+        filled = min(self._n, _JITTER_RING)
+        jitter_ms = (
+            float(np.percentile(np.asarray(self._jitter[:filled]), 95)) * 1e3 if filled else 0.0
+        )
+        age_s = float(now_s - self._last_arrival_s) if self._n else math.inf
+        rate = self._nominal_rate_hz
+        return ClockStats(
+            drift_ppm=self._d * 1e6,
+            offset_uncertainty_ms=unc_s * 1e3,
+            arrival_jitter_ms=jitter_ms,
+            model_age_s=age_s,
+            n_observations=self._n,
+            resets=self._resets,
+            settled=self._settled,
+            discontinuities=self._discontinuities,
+            span_s=span,
+            n_sync=self._sync_n,
+            sync_rejected=self._sync_rejected,
+            effective_rate_hz=None if rate is None else rate / self._slope,
+        )

@@ -1,0 +1,63 @@
+"""Numba kernels for perturbation onset refinement."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nmcore._numba import jit
+
+
+@jit
+def knee_fit(
+    y: np.ndarray, first: int, last: int, powers: np.ndarray, trend: bool, out: np.ndarray
+) -> None:
+    """Least-squares knee: for every integer t0 in [first, last) fit
+    y[t] = a [+ c t] + sum_k b_k h_k(t - t0), with h_k(u) = u**powers[k] for u > 0 else 0,
+    and power 0 meaning a step (1 for u >= 0); `trend` adds the sloping baseline c t (a
+    drifting signal such as body sway). Writes the best t0 and its residual sum of squares
+    into out[0], out[1]. Normal equations per candidate: O(n * p^2) each.
+    """
+    n = y.shape[0]
+    base = 2 if trend else 1
+    p = powers.shape[0] + base
+    xtx = np.zeros((p, p))
+    xty = np.zeros(p)
+    row = np.zeros(p)
+    syy = 0.0
+    for i in range(n):
+        syy += y[i] * y[i]
+    best_t0 = -1.0
+    best_sse = np.inf
+    for t0 in range(first, last):
+        xtx[:, :] = 0.0
+        xty[:] = 0.0
+        for i in range(n):
+            u = float(i - t0)
+            row[0] = 1.0
+            if trend:
+                row[1] = (i - n / 2.0) / n  # centred and scaled: keeps the system conditioned
+            for k in range(p - base):
+                pw = powers[k]
+                if pw == 0:
+                    row[k + base] = 1.0 if u >= 0.0 else 0.0
+                else:
+                    row[k + base] = u**pw if u > 0.0 else 0.0
+            for a in range(p):
+                xty[a] += row[a] * y[i]
+                for b in range(a, p):
+                    xtx[a, b] += row[a] * row[b]
+        for a in range(p):
+            for b in range(a):
+                xtx[a, b] = xtx[b, a]
+        # a candidate whose hinge columns are (nearly) empty cannot be solved: skip it
+        if np.linalg.cond(xtx) > 1e12:
+            continue
+        coef = np.linalg.solve(xtx, xty)
+        sse = syy
+        for a in range(p):
+            sse -= coef[a] * xty[a]
+        if sse < best_sse:
+            best_sse = sse
+            best_t0 = t0
+    out[0] = best_t0
+    out[1] = best_sse

@@ -1,0 +1,488 @@
+"""EMG onset detection: muscle onset latency after a perturbation or stimulus.
+
+Every method is causal: an alarm is raised from past samples only, then the onset is refined
+by looking back into the buffered history; both are reported. Thresholds are in statistical
+units (multiples of the rest SD, chi-square quantiles, log-likelihood ratios) computed from a
+rest window before the stimulus *in the same domain as the test statistic*, so results do not
+change with the signal's unit (V, mV, µV, ADC counts). Durations are in ms and converted with
+the sampling rate.
+
+Processing: causal Butterworth band-pass (default 20-450 Hz, 2nd order per edge; the upper edge
+is clipped to 0.45 x rate), then one of
+
+- ``aglr`` (default): approximate generalized likelihood ratio for a variance increase
+  (Staude & Wolf 1999, IEEE TBME 46:1369; Staude et al. 2001, IEEE TBME 48:1292): the
+  log-likelihood ratio of the last `aglr_window_ms` against the rest variance, alarm above
+  `aglr_h`; `refine_ms` later the onset is the maximum-likelihood time of a variance step in
+  the look-back, then re-estimated under a linear-ramp amplitude model (ramps up to
+  `ramp_max_ms`; a ramp must beat the step by `ramp_penalty` log-likelihood units).
+- ``cusum``: Page's CUSUM for a variance increase by `cusum_ratio` (Page 1954, Biometrika
+  41:100); onset = the sample after the CUSUM's last zero (its restart point).
+- ``hodges_bui``: rectify, 50 Hz low-pass envelope, mean + `h_sd` SD of rest held for
+  `min_duration_ms` (Hodges & Bui 1996, EEG Clin Neurophysiol 101:511).
+- ``tkeo``: Teager-Kaiser energy operator, rectify, 50 Hz low-pass, mean + `tkeo_h_sd` SD of
+  rest held for `min_duration_ms` (Solnik et al. 2010, Eur J Appl Physiol 110:489).
+- ``bonato``: double threshold: (y[k-1]^2 + y[k]^2) / sigma0^2 against the chi-square(2)
+  quantile of `bonato_pfa`, at least `bonato_min_above` of `bonato_window_ms` samples above
+  (Bonato et al. 1998, IEEE TBME 45:287).
+
+Variance detectors scale their per-sample log-likelihood by kappa = min(1, 2 B / rate) (B the
+pass band width): band-limited samples are correlated, and kappa counts the independent ones,
+which keeps the thresholds valid at 1, 2 and 4 kHz.
+
+After an onset: offset = first sample after the onset at which the 25 ms moving rms of the
+band-passed signal falls below `offset_ratio` x rest rms; peak = the largest moving rms between
+onset and offset; area = the integral of the moving rms over that interval (signal unit x s);
+snr_db = 10 log10(mean square over onset..offset / rest mean square).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from nmcore.detect import _emg_kernels as k
+from nmcore.dsp import butter_sos, sosfilt
+
+__all__ = [
+    "ALGORITHM_VERSION",
+    "EmgOnsetDetector",
+    "Onset",
+    "OnsetEvent",
+    "OnsetParams",
+    "emg_onsets",
+    "params_hash",
+]
+
+ALGORITHM_VERSION = "1.0.0"
+FloatArray = npt.NDArray[np.float64]
+Method = Literal["aglr", "cusum", "hodges_bui", "tkeo", "bonato"]
+
+_METHOD_CODES = {
+    "hodges_bui": k.M_HODGES_BUI,
+    "tkeo": k.M_TKEO,
+    "bonato": k.M_BONATO,
+    "aglr": k.M_AGLR,
+    "cusum": k.M_CUSUM,
+}
+_NYQUIST_FRACTION = 0.45  # upper band edge kept below Nyquist (450 Hz at 1 kHz)
+_OFFSET_RMS_MS = 25.0
+
+
+class OnsetParams(BaseModel):
+    """Onset detection parameters. Durations in ms; thresholds in statistical units."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Method = "aglr"
+    band_hz: tuple[float, float] = (20.0, 450.0)
+    band_order: int = Field(2, ge=1, le=8, description="Butterworth order per band edge")
+    rest_window_ms: float = Field(500.0, gt=0, description="rest statistics before stimulus")
+    response_window_ms: float = Field(500.0, gt=0, description="onsets searched after stimulus")
+    # Hodges & Bui, TKEO
+    envelope_lowpass_hz: float = Field(50.0, gt=0)
+    h_sd: float = Field(3.0, gt=0, description="Hodges-Bui: rest SD multiple")
+    tkeo_h_sd: float = Field(15.0, gt=0, description="TKEO: rest SD multiple")
+    min_duration_ms: float = Field(25.0, ge=0, description="HB/TKEO: time above threshold")
+    # Bonato
+    bonato_pfa: float = Field(0.05, gt=0, lt=1, description="false-alarm probability per pair")
+    bonato_window_ms: float = Field(25.0, gt=0)
+    bonato_min_above: float = Field(
+        0.5, gt=0, le=1, description="fraction of the window's samples above threshold"
+    )
+    # AGLR
+    aglr_window_ms: float = Field(25.0, gt=0)
+    aglr_h: float = Field(18.0, gt=0, description="log-likelihood ratio alarm threshold")
+    refine_ms: float = Field(100.0, ge=0, description="data after the alarm used by the look-back")
+    lookback_ms: float = Field(150.0, gt=0)
+    ramp_max_ms: float = Field(75.0, ge=0, description="ramp-model look-back: longest ramp")
+    ramp_steps: int = Field(6, ge=1, le=50, description="ramp lengths tried (0..ramp_max_ms)")
+    ramp_penalty: float = Field(1.0, ge=0, description="LLR a ramp must gain over a step")
+    ramp_gate: float = Field(
+        0.6, ge=0, description="ramp look-back only if early/late mean square below this"
+    )
+    ramp_early_ms: float = Field(10.0, gt=0, description="early part for ramp_gate")
+    # CUSUM
+    cusum_ratio: float = Field(4.0, gt=1, description="design variance ratio")
+    cusum_h: float = Field(18.0, gt=0, description="log-likelihood ratio alarm threshold")
+    # offset
+    offset_ratio: float = Field(2.0, gt=1, description="offset: moving rms / rest rms below")
+
+    @model_validator(mode="after")
+    def _check_band(self) -> OnsetParams:
+        lo, hi = self.band_hz
+        if not 0 < lo < hi:
+            raise ValueError(f"band_hz must be (low_hz, high_hz) with 0 < low < high, got {lo, hi}")
+        return self
+
+
+def params_hash(params: BaseModel) -> str:
+    """Short stable hash of a parameter model: sha256 of its JSON with sorted keys, 12 hex."""
+    text = params.model_dump_json()
+    canonical = _canonical_json(text)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=64)
+def _params_hash_cached(params: BaseModel) -> str:
+    return params_hash(params)
+
+
+def _canonical_json(text: str) -> str:
+    import json
+
+    return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class Onset:
+    """One channel's result for one trial. Indices are absolute sample indices of the record
+    (or stream); `*_s` fields are filled when sample times were passed, else None."""
+
+    channel: int
+    onset_index: int | None
+    alarm_index: int | None
+    offset_index: int | None
+    peak: float | None
+    area: float | None
+    snr_db: float | None
+    detected: bool
+    algorithm: str
+    algorithm_version: str
+    params_hash: str
+    onset_s: float | None = None
+    alarm_s: float | None = None
+    offset_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OnsetEvent:
+    """What a streaming `process` call reports as it happens: `kind="alarm"` (index = alarm
+    sample), `"onset"` (index = refined onset), `"miss"` (window closed, index = its end)."""
+
+    kind: Literal["alarm", "onset", "miss"]
+    channel: int
+    index: int
+
+
+def _ms(ms: float, rate_hz: float) -> int:
+    return max(1, round(ms * 1e-3 * rate_hz))
+
+
+def _band(params: OnsetParams, rate_hz: float) -> tuple[float, float]:
+    lo, hi = params.band_hz
+    hi = min(hi, _NYQUIST_FRACTION * rate_hz)
+    if lo >= hi:
+        raise ValueError(
+            f"band_hz low edge {lo} Hz must be below {hi} Hz at {rate_hz} Hz: lower band_hz"
+        )
+    return lo, hi
+
+
+def _aglr_ratio(h: float, kappa: float, window: float) -> float:
+    """The r > 1 with kappa * window / 2 * (r - 1 - ln r) = h (bisection; f rises for r > 1)."""
+    target = 2.0 * h / (kappa * window)
+    lo, hi = 1.0, 2.0 + target
+    while hi - 1.0 - math.log(hi) < target:
+        hi *= 2.0
+    for _ in range(80):  # 80 halvings: far below double precision of r
+        mid = 0.5 * (lo + hi)
+        if mid - 1.0 - math.log(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def _variance_step_delay(sos: FloatArray, rate_hz: float) -> int:
+    """Samples by which the causal band-pass delays a variance step: the median of its impulse
+    response energy (the filtered variance is the input variance convolved with h**2, so half
+    the step has come through after this many samples)."""
+    impulse = np.zeros(max(16, round(0.5 * rate_hz)))
+    impulse[0] = 1.0
+    h, _ = sosfilt(sos, impulse)
+    energy = np.cumsum(h * h)
+    return int(np.searchsorted(energy, 0.5 * energy[-1]))
+
+
+def build_coef(params: OnsetParams, rate_hz: float) -> FloatArray:
+    """The kernel's coefficient vector for these params at this rate (a fresh copy)."""
+    return _build_coef_cached(params, float(rate_hz)).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _build_coef_cached(params: OnsetParams, rate_hz: float) -> FloatArray:
+    # filter design costs ~0.5 ms: offline trials reuse it (params are frozen, so hashable)
+    lo, hi = _band(params, rate_hz)
+    bp = butter_sos(params.band_order, (lo, hi), rate_hz, "bandpass")
+    env_hz = min(params.envelope_lowpass_hz, _NYQUIST_FRACTION * rate_hz)
+    env = butter_sos(2, env_hz, rate_hz, "lowpass")
+    head = np.zeros(k.N_COEF_HEAD)
+    head[k.C_METHOD] = _METHOD_CODES[params.method]
+    if params.method == "hodges_bui":
+        head[k.C_H] = params.h_sd
+    elif params.method == "tkeo":
+        head[k.C_H] = params.tkeo_h_sd
+    elif params.method == "bonato":
+        head[k.C_H] = -2.0 * math.log(params.bonato_pfa)  # chi-square(2) survival = e^{-x/2}
+    elif params.method == "aglr":
+        head[k.C_H] = params.aglr_h
+    else:
+        head[k.C_H] = params.cusum_h
+    if params.method == "bonato":
+        m = _ms(params.bonato_window_ms, rate_hz)
+        head[k.C_RUN] = m
+        head[k.C_BONATO_R] = max(1, math.ceil(params.bonato_min_above * m))
+    else:
+        head[k.C_RUN] = max(1, round(params.min_duration_ms * 1e-3 * rate_hz))
+    head[k.C_WINDOW] = _ms(params.aglr_window_ms, rate_hz)
+    head[k.C_KAPPA] = min(1.0, 2.0 * (hi - lo) / rate_hz)
+    head[k.C_RHO] = params.cusum_ratio
+    head[k.C_REFINE] = round(params.refine_ms * 1e-3 * rate_hz)
+    head[k.C_LOOKBACK] = _ms(params.lookback_ms, rate_hz)
+    head[k.C_RAMP_MAX] = round(params.ramp_max_ms * 1e-3 * rate_hz)
+    head[k.C_RAMP_N] = params.ramp_steps
+    head[k.C_RAMP_PENALTY] = params.ramp_penalty
+    head[k.C_RAMP_GATE] = params.ramp_gate
+    head[k.C_RAMP_EARLY] = _ms(params.ramp_early_ms, rate_hz)
+    head[k.C_AGLR_R] = _aglr_ratio(params.aglr_h, head[k.C_KAPPA], head[k.C_WINDOW])
+    if params.method in ("aglr", "cusum", "bonato"):
+        head[k.C_DELAY] = _variance_step_delay(bp, rate_hz)
+    head[k.C_NBP] = bp.shape[0]
+    head[k.C_NENV] = env.shape[0]
+    return np.concatenate([head, bp.ravel(), env.ravel()])
+
+
+class EmgOnsetDetector:
+    """Streaming onset detector for one multi-channel EMG stream.
+
+    `process(block)` runs the whole chain (filter, conditioning, history, detector) in one
+    jitted call and returns the events raised in that block. `arm(stimulus_index)` sets each
+    channel's rest statistics from the filtered history before the stimulus and starts testing
+    at the stimulus (even if it lies in the past: missed samples are tested on the next call).
+    `results()` gives the per-channel `Onset`s once every channel's window has closed.
+    """
+
+    def __init__(
+        self,
+        rate_hz: float,
+        n_channels: int,
+        params: OnsetParams | None = None,
+        *,
+        history_s: float | None = None,
+    ) -> None:
+        if rate_hz <= 0:
+            raise ValueError(f"rate_hz must be > 0 (got {rate_hz})")
+        if n_channels < 1:
+            raise ValueError(f"n_channels must be >= 1 (got {n_channels})")
+        self.params = params or OnsetParams()
+        self.rate_hz = float(rate_hz)
+        self.n_channels = n_channels
+        p = self.params
+        need_s = (p.rest_window_ms + p.response_window_ms + p.lookback_ms + p.refine_ms) * 1e-3
+        if history_s is None:
+            history_s = need_s + 1.0
+        if history_s < need_s:
+            raise ValueError(
+                f"history_s must be >= {need_s:.3f} s (rest + response + look-back + refine)"
+            )
+        coef = build_coef(p, self.rate_hz)
+        n_coef, width = k.work_layout(int(coef[k.C_NBP]), int(coef[k.C_NENV]), n_channels)
+        # one packed float array and one ring array keep the kernel's argument count low
+        self.work = np.zeros(n_coef + n_channels * width)
+        self.work[:n_coef] = coef
+        self.coef = self.work[:n_coef]
+        self.fstate = self.work[n_coef:].reshape(n_channels, width)
+        self.istate = np.zeros((n_channels, k.N_ISTATE), dtype=np.int64)
+        n_hist = round(history_s * self.rate_hz)
+        # never read before written (arm checks the rest window is in the history)
+        self.hist = np.empty((2, n_hist, n_channels))
+        self.hist_y = self.hist[0]
+        self.hist_d = self.hist[1]
+        self._hash = _params_hash_cached(p)
+        self._stimulus: int | None = None
+        self._reported = np.zeros((n_channels, 2), dtype=bool)  # alarm, final
+
+    @property
+    def head(self) -> int:
+        """Absolute index of the next sample to be processed."""
+        return int(self.istate[0, k.I_HEAD])
+
+    def process(self, block: FloatArray) -> list[OnsetEvent]:
+        x = np.ascontiguousarray(block, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.n_channels:
+            raise ValueError(f"block must be (n_samples, {self.n_channels}), got {x.shape}")
+        n_events = k.emg_filter_chain_block(x, self.work, self.istate, self.hist)
+        return self._collect() if n_events else []
+
+    def _collect(self) -> list[OnsetEvent]:
+        out: list[OnsetEvent] = []
+        for c in range(self.n_channels):
+            phase = self.istate[c, k.I_PHASE]
+            alarm = int(self.istate[c, k.I_ALARM])
+            if not self._reported[c, 0] and phase >= k.P_ALARMED and alarm >= 0:
+                self._reported[c, 0] = True
+                out.append(OnsetEvent("alarm", c, alarm))
+            if not self._reported[c, 1] and phase == k.P_DONE:
+                self._reported[c, 1] = True
+                onset = int(self.istate[c, k.I_ONSET])
+                if onset >= 0:
+                    out.append(OnsetEvent("onset", c, onset))
+                else:
+                    out.append(OnsetEvent("miss", c, int(self.istate[c, k.I_END])))
+        return out
+
+    def arm(self, stimulus_index: int) -> None:
+        """Start a trial whose stimulus is absolute sample `stimulus_index`."""
+        p = self.params
+        rest = _ms(p.rest_window_ms, self.rate_hz)
+        head = self.head
+        n_hist = self.hist_y.shape[0]
+        if stimulus_index - rest < max(0, head - n_hist):
+            raise ValueError(
+                f"stimulus_index {stimulus_index}: the rest window ({p.rest_window_ms} ms) is "
+                "not in the history; process more pre-stimulus data or shorten rest_window_ms"
+            )
+        if stimulus_index > head:
+            raise ValueError(f"stimulus_index {stimulus_index} is after the newest sample {head}")
+        idx = np.arange(stimulus_index - rest, stimulus_index) % n_hist
+        d = self.hist_d[idx]
+        y = self.hist_y[idx]
+        mu = d.mean(axis=0)
+        sd = d.std(axis=0)
+        sig2 = (y * y).mean(axis=0)
+        tiny = np.finfo(np.float64).tiny
+        self.fstate[:, k.F_MU] = mu
+        self.fstate[:, k.F_SD] = np.maximum(sd, tiny)
+        self.fstate[:, k.F_SIG2] = np.maximum(sig2, tiny)
+        self.istate[:, k.I_PHASE] = k.P_ARMED
+        self.istate[:, k.I_CURSOR] = stimulus_index
+        self.istate[:, k.I_STIM] = stimulus_index
+        self.istate[:, k.I_END] = stimulus_index + _ms(p.response_window_ms, self.rate_hz)
+        self.istate[:, k.I_ALARM] = -1
+        self.istate[:, k.I_ONSET] = -1
+        self._reported[...] = False
+        self._stimulus = stimulus_index
+
+    def finish(self) -> list[OnsetEvent]:
+        """End the trial with the data at hand (a record shorter than the response window):
+        pending look-backs run on what is buffered, untriggered channels report a miss."""
+        n_hist = self.hist_d.shape[0]
+        head = self.head
+        for c in range(self.n_channels):
+            phase = self.istate[c, k.I_PHASE]
+            if phase == k.P_ALARMED:
+                self.istate[c, k.I_ONSET] = -int(self.coef[k.C_DELAY]) + k.refine_onset(
+                    self.hist_d,
+                    c,
+                    int(self.istate[c, k.I_STIM]),
+                    int(self.istate[c, k.I_ALARM]),
+                    head - 1,
+                    float(self.fstate[c, k.F_SIG2]),
+                    int(self.coef[k.C_LOOKBACK]),
+                    int(self.coef[k.C_RAMP_MAX]),
+                    int(self.coef[k.C_RAMP_N]),
+                    float(self.coef[k.C_KAPPA]),
+                    float(self.coef[k.C_RAMP_PENALTY]),
+                    float(self.coef[k.C_RAMP_GATE]),
+                    int(self.coef[k.C_RAMP_EARLY]),
+                    max(0, head - n_hist),
+                )
+            elif phase in (k.P_ARMED, k.P_TESTING):
+                self.istate[c, k.I_ONSET] = -1
+            self.istate[c, k.I_PHASE] = k.P_DONE
+        return self._collect()
+
+    def results(self, times_s: FloatArray | None = None) -> list[Onset]:
+        """Per-channel results of the current trial. `times_s`: host time of every absolute
+        sample index (or None); offsets use the data up to now."""
+        if self._stimulus is None:
+            raise RuntimeError("results() before arm(): no trial has been started")
+        return [self._result(c, times_s) for c in range(self.n_channels)]
+
+    def _result(self, c: int, times_s: FloatArray | None) -> Onset:
+        n_hist = self.hist_y.shape[0]
+        head = self.head
+        phase = int(self.istate[c, k.I_PHASE])
+        onset = int(self.istate[c, k.I_ONSET]) if phase == k.P_DONE else -1
+        alarm = int(self.istate[c, k.I_ALARM])
+        base = {
+            "channel": c,
+            "algorithm": f"emg_onset.{self.params.method}",
+            "algorithm_version": ALGORITHM_VERSION,
+            "params_hash": self._hash,
+        }
+        if onset < 0:
+            return Onset(
+                onset_index=None,
+                alarm_index=alarm if alarm >= 0 else None,
+                offset_index=None,
+                peak=None,
+                area=None,
+                snr_db=None,
+                detected=False,
+                **base,  # type: ignore[arg-type]
+            )
+        sig2 = float(self.fstate[c, k.F_SIG2])
+        end = max(min(head, int(self.istate[c, k.I_END])), onset + 1)
+        win = _ms(_OFFSET_RMS_MS, self.rate_hz)
+        off, peak, area_sum, mean_sq = k.burst_metrics(
+            self.hist_y, c, onset, end, win, self.params.offset_ratio * math.sqrt(sig2)
+        )
+        offset = off if off >= 0 else None
+        area = area_sum / self.rate_hz
+        snr_db = 10.0 * math.log10(mean_sq / sig2) if mean_sq > 0 else None
+
+        def at(i: int | None) -> float | None:
+            return None if times_s is None or i is None else float(times_s[i])
+
+        return Onset(
+            onset_index=onset,
+            alarm_index=alarm,
+            offset_index=offset,
+            peak=peak,
+            area=area,
+            snr_db=snr_db,
+            detected=True,
+            onset_s=at(onset),
+            alarm_s=at(alarm),
+            offset_s=at(offset),
+            **base,  # type: ignore[arg-type]
+        )
+
+
+def emg_onsets(
+    x: FloatArray,
+    rate_hz: float,
+    stimulus_index: int,
+    params: OnsetParams | None = None,
+    *,
+    times_s: FloatArray | None = None,
+) -> list[Onset]:
+    """Offline onsets of one trial record x (n_samples,) or (n_samples, n_channels).
+
+    Runs exactly the streaming chain (the same kernel) over the record: the part before the
+    stimulus, `arm`, the rest. Needs `rest_window_ms` of data before `stimulus_index`.
+    """
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    n = arr.shape[0]
+    p = params or OnsetParams()
+    if not 0 <= stimulus_index < n:
+        raise ValueError(
+            f"stimulus_index must be within the record [0, {n}) (got {stimulus_index})"
+        )
+    det = EmgOnsetDetector(rate_hz, arr.shape[1], p, history_s=(n + 1) / rate_hz + 1.0)
+    det.process(arr[:stimulus_index])
+    det.arm(stimulus_index)
+    det.process(arr[stimulus_index:])
+    det.finish()
+    return det.results(times_s)

@@ -1,0 +1,42 @@
+"""Event-loop lag and CPU use, measured while the daemon runs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+__all__ = ["LoopLagMonitor"]
+
+
+class LoopLagMonitor:
+    """Sleeps `interval_s` repeatedly and records how late each wake-up was."""
+
+    def __init__(self, interval_s: float = 0.01, keep: int = 100_000) -> None:
+        self.interval_s = interval_s
+        self._lags_s = np.zeros(keep)
+        self._n = 0
+        self._cpu0 = time.process_time()
+        self._wall0 = time.monotonic()
+
+    async def run(self) -> None:
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(self.interval_s)
+            lag_s = time.monotonic() - t0 - self.interval_s
+            self._lags_s[self._n % self._lags_s.shape[0]] = max(lag_s, 0.0)
+            self._n += 1
+
+    def lag_ms(self, q: float) -> float:
+        n = min(self._n, self._lags_s.shape[0])
+        return float(np.quantile(self._lags_s[:n], q) * 1e3) if n else float("nan")
+
+    def cpu_percent(self) -> float:
+        wall_s = time.monotonic() - self._wall0
+        return 100.0 * (time.process_time() - self._cpu0) / wall_s if wall_s > 0 else 0.0
+
+    def restart(self) -> None:
+        self._n = 0
+        self._cpu0 = time.process_time()
+        self._wall0 = time.monotonic()

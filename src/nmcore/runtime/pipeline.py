@@ -1,0 +1,149 @@
+"""Per-stream ingestion: counters -> absolute indices -> device time -> host time -> ring.
+
+This is the only place that joins the streaming stages; each stage stays ignorant of the
+others. `ingest` is synchronous and cheap (a handful of jitted calls per block) and runs on
+the event loop; it never blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nmcore.buffer.ring import RingBuffer
+from nmcore.buffer.sequence import SequenceTracker
+from nmcore.clock import ClockModel, TickUnwrapper
+from nmcore.model import Event, SampleBlock, StreamDescriptor
+
+__all__ = ["Pipeline", "StreamCounters", "StreamState"]
+
+log = logging.getLogger("nmcore.runtime.pipeline")
+
+
+@dataclass(slots=True)
+class StreamCounters:
+    blocks: int = 0
+    samples: int = 0
+    missing_samples: int = 0
+    duplicate_samples: int = 0
+    late_samples: int = 0
+    rejected_samples: int = 0
+    gaps: int = 0
+    resets: int = 0
+
+
+@dataclass(slots=True)
+class StreamState:
+    desc: StreamDescriptor
+    ring: RingBuffer
+    tracker: SequenceTracker
+    clock: ClockModel
+    unwrapper: TickUnwrapper | None
+    period_s: float
+    counters: StreamCounters = field(default_factory=StreamCounters)
+    # scratch for per-block device times, grown on demand (no allocation per block)
+    _dev_t: np.ndarray = field(default_factory=lambda: np.empty(0))
+    _host_t: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+
+BlockListener = Callable[[StreamState, int, int], None]
+
+
+class Pipeline:
+    """Holds every stream's state. Listeners are told (stream, first_index, n) after a push."""
+
+    def __init__(
+        self,
+        descriptors: Sequence[StreamDescriptor],
+        *,
+        history_s: float,
+        emit: Callable[[Event], None],
+        clock_window_s: float = 60.0,
+    ) -> None:
+        self._emit = emit
+        self.clocks: dict[str, ClockModel] = {}
+        self.streams: dict[str, StreamState] = {}
+        self._listeners: list[BlockListener] = []
+        for desc in descriptors:
+            clock = self.clocks.setdefault(
+                desc.device_id, ClockModel(window_s=clock_window_s, nominal_rate_hz=desc.rate_hz)
+            )
+            unwrapper = (
+                TickUnwrapper(desc.timestamp_bits, desc.timestamp_hz) if desc.timestamp_hz else None
+            )
+            self.streams[desc.stream_id] = StreamState(
+                desc=desc,
+                ring=RingBuffer.for_history(desc.n_channels, desc.rate_hz, history_s),
+                tracker=SequenceTracker(desc.counter_bits),
+                clock=clock,
+                unwrapper=unwrapper,
+                period_s=1.0 / desc.rate_hz,
+            )
+
+    def add_listener(self, listener: BlockListener) -> None:
+        self._listeners.append(listener)
+
+    def ingest(self, block: SampleBlock) -> None:
+        st = self.streams.get(block.stream_id)
+        if st is None:
+            raise KeyError(f"block for undeclared stream {block.stream_id!r}")  # a driver bug
+        n = block.n_samples
+        if n == 0:
+            return
+        c = st.counters
+        c.blocks += 1
+        adm = st.tracker.admit(block.counter, n)
+        if adm.kind == "reset":
+            c.resets += 1
+            self._emit(Event("device_reset", block.arrival_s, st.desc.stream_id, {}))
+        if adm.kind == "out_of_order":
+            c.late_samples += adm.skip  # already counted missing: the stream moved on
+        else:
+            c.duplicate_samples += adm.skip
+        if adm.n_keep <= 0:
+            return
+        data = block.data[adm.skip : adm.skip + adm.n_keep]
+        n_keep = adm.n_keep
+
+        if st._dev_t.shape[0] < n_keep:
+            st._dev_t = np.empty(max(n_keep, 64))
+            st._host_t = np.empty(max(n_keep, 64))
+        dev_t = st._dev_t[:n_keep]
+        offsets = np.arange(n_keep, dtype=np.float64) * st.period_s
+        if st.unwrapper is not None and block.device_ticks is not None:
+            t_ref = st.unwrapper.seconds(block.device_ticks)
+            first_dev_s = t_ref - (block.ticks_index - adm.skip) * st.period_s
+        else:
+            first_dev_s = adm.first_index * st.period_s
+        np.add(offsets, first_dev_s, out=dev_t)
+        # the arrival bounds the device time of the last sample that arrived
+        st.clock.observe(float(dev_t[n_keep - 1]), block.arrival_s)
+        host_t = st.clock.to_host_array(dev_t, out=st._host_t[:n_keep])
+
+        res = st.ring.push(adm.first_index, data, host_t)
+        c.samples += res.written
+        c.rejected_samples += res.rejected_samples
+        missing = max(adm.gap_samples, res.gap_samples)
+        if missing:
+            c.missing_samples += missing
+            c.gaps += 1
+            start_index = adm.first_index - missing
+            self._emit(
+                Event(
+                    "gap",
+                    float(host_t[0]),
+                    st.desc.stream_id,
+                    {
+                        "stream_id": st.desc.stream_id,
+                        "first_index": start_index,
+                        "missing_samples": missing,
+                        "start_s": float(host_t[0]) - missing * st.period_s,
+                        "end_s": float(host_t[0]),
+                    },
+                )
+            )
+        for listener in self._listeners:
+            listener(st, adm.first_index, res.written)

@@ -1,0 +1,55 @@
+"""Compile (or load from numba's on-disk cache) every hot kernel before the daemon says it is
+ready: a first compile inside the event loop stalls it for seconds (the silence watchdog
+then declares every device lost). The public entry points are called on tiny inputs, so
+each kernel is compiled for exactly the argument types the pipeline uses."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+log = logging.getLogger("nmcore.runtime.warmup")
+
+__all__ = ["warm_kernels"]
+
+
+def warm_kernels() -> float:
+    from nmcore.buffer.ring import RingBuffer
+    from nmcore.clock import ClockModel, TickUnwrapper
+    from nmcore.detect.cop import cop_from_six_axis
+    from nmcore.detect.emg import EmgOnsetDetector
+    from nmcore.detect.perturbation import motion_onset
+    from nmcore.detect.sway import sway_measures
+    from nmcore.dsp import SosFilter, butter_sos
+
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(0)
+    ring = RingBuffer(2, 64)
+    ring.push(0, np.zeros((8, 2)), np.arange(8.0))
+    ring.push(10, np.zeros((8, 2)), np.arange(10.0, 18.0))
+    ring.window_by_time(1.0, 12.0)
+    ring.window_by_index(0, 12)
+    ring.has_gap(0, 18)
+    clock = ClockModel(nominal_rate_hz=1000.0)
+    unwrap = TickUnwrapper(32, 1e6)
+    for i in range(8):
+        clock.observe(unwrap.seconds(i * 8000) + 0.008, i * 0.008 + 0.009)
+    clock.to_host_array(np.arange(8.0) * 0.001)
+    SosFilter(butter_sos(2, 10.0, 100.0, "lowpass"), 2).process(np.zeros((4, 2)))
+    det = EmgOnsetDetector(1000.0, 2)
+    x = rng.standard_normal((1200, 2))
+    det.process(x[:600])
+    det.arm(600)
+    det.process(x[600:])
+    det.finish()
+    det.results()
+    y = rng.standard_normal((600, 3))
+    y[400:, 0] += np.linspace(0, 20, 200)
+    motion_onset(y, 1000.0, 300)
+    cop = cop_from_six_axis(*(np.full(600, v) for v in (1.0, 1.0, 700.0, 1.0, 1.0)))
+    sway_measures(cop.ap_m + rng.normal(0, 1e-3, 600), cop.ml_m + rng.normal(0, 1e-3, 600), 100.0)
+    elapsed_s = time.perf_counter() - t0
+    log.debug("kernels warm in %.2f s", elapsed_s)
+    return elapsed_s

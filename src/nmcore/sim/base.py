@@ -1,0 +1,191 @@
+"""The driver side of every simulated device: option validation, the shared scenario, the
+open/close/blocks life cycle and pacing on the context's clock. Device classes add their
+streams (`_descriptors`) and signal generators (`_generators`)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ValidationError
+
+from nmcore.driver import DriverContext
+from nmcore.errors import ConfigError, DeviceGoneError
+from nmcore.model import ChannelSpec, SampleBlock, StreamDescriptor, StreamKind
+from nmcore.sim.device import Generator, SimDevice, SimDeviceOptions, check_transport
+from nmcore.sim.scenario import Scenario
+
+__all__ = ["IMU_CHANNELS", "SimDriverBase", "device_key", "stream_descriptor"]
+
+IMU_CHANNELS = (
+    ChannelSpec("acc_x", "m/s^2"),
+    ChannelSpec("acc_y", "m/s^2"),
+    ChannelSpec("acc_z", "m/s^2"),
+    ChannelSpec("gyro_x", "deg/s"),
+    ChannelSpec("gyro_y", "deg/s"),
+    ChannelSpec("gyro_z", "deg/s"),
+)
+
+
+def device_key(device_id: str) -> str:
+    """Where a simulated device's running state lives in `DriverContext.shared`."""
+    return f"sim.device.{device_id}"
+
+
+def stream_descriptor(
+    device_id: str,
+    name: str,
+    kind: StreamKind,
+    rate_hz: float,
+    channels: Sequence[ChannelSpec],
+    options: SimDeviceOptions,
+) -> StreamDescriptor:
+    clk = options.clock
+    return StreamDescriptor(
+        stream_id=f"{device_id}.{name}",
+        device_id=device_id,
+        kind=kind,
+        rate_hz=rate_hz,
+        channels=tuple(channels),
+        counter_bits=clk.counter_bits,
+        timestamp_hz=clk.timestamp_hz,
+        timestamp_bits=clk.timestamp_bits if clk.timestamp_hz > 0 else 64,
+    )
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    """Every option name of `model` and its sub-models (for did-you-mean hints)."""
+    names: list[str] = []
+    for name, info in model.model_fields.items():
+        names.append(name)
+        ann = info.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            names += _field_names(ann)
+    return names
+
+
+class SimDriverBase:
+    """A simulated device driver (see `nmcore.driver.Driver`)."""
+
+    Options: ClassVar[type[SimDeviceOptions]] = SimDeviceOptions
+
+    def __init__(
+        self, device_id: str, options: dict[str, Any] | SimDeviceOptions, ctx: DriverContext
+    ) -> None:
+        self.device_id = device_id
+        self.options = self._validate(device_id, options)
+        self.ctx = ctx
+        self._streams = self._descriptors(device_id, self.options)
+        check_transport(device_id, self.options.transport, self._streams)
+        self._open = False
+        self._gone = False
+
+    # -- description -------------------------------------------------------------------------
+    @classmethod
+    def _validate(cls, device_id: str, options: Any) -> Any:
+        if isinstance(options, cls.Options):
+            return options
+        try:
+            return cls.Options.model_validate(options or {})
+        except ValidationError as exc:
+            names = _field_names(cls.Options)
+            problems = []
+            for err in exc.errors():
+                msg = err["msg"]
+                if err["type"] == "extra_forbidden":
+                    close = difflib.get_close_matches(str(err["loc"][-1]), names, n=1)
+                    msg += f"; did you mean {close[0]!r}?" if close else ""
+                loc = ".".join(str(p) for p in err["loc"])
+                problems.append(f"devices.{device_id}.options.{loc}: {msg}")
+            raise ConfigError(
+                f"invalid options for simulated device {device_id!r}", problems
+            ) from exc
+
+    @classmethod
+    def describe(
+        cls, device_id: str, options: dict[str, Any] | SimDeviceOptions
+    ) -> list[StreamDescriptor]:
+        """The streams this device would announce (no I/O)."""
+        return cls._descriptors(device_id, cls._validate(device_id, options))
+
+    @classmethod
+    def _descriptors(cls, device_id: str, options: Any) -> list[StreamDescriptor]:
+        """The device's streams (subclasses: call the model's `*_streams`)."""
+        raise NotImplementedError
+
+    def _generators(self, device: SimDevice) -> list[Generator]:
+        """One generator per stream, in the order of `_descriptors` (subclasses: call the
+        model's `*_generators`)."""
+        raise NotImplementedError
+
+    @property
+    def streams(self) -> Sequence[StreamDescriptor]:
+        return self._streams
+
+    @property
+    def device(self) -> SimDevice | None:
+        """The running simulated device (None before the first open)."""
+        dev = self.ctx.shared.get(device_key(self.device_id))
+        return dev if isinstance(dev, SimDevice) else None
+
+    @property
+    def scenario(self) -> Scenario | None:
+        dev = self.device
+        return dev.scenario if dev is not None else None
+
+    # -- life cycle --------------------------------------------------------------------------
+    async def open(self) -> None:
+        now_s = self.ctx.clock.now()
+        dev = self.device
+        if dev is None:
+            scenario = Scenario.shared(
+                self.ctx.shared, self.options.scenario, now_s, self.device_id
+            )
+            dev = SimDevice(
+                self.device_id, self.options, self._streams, scenario, now_s, self.ctx.truth
+            )
+            for stream, gen in zip(dev.streams, self._generators(dev), strict=True):
+                stream.gen = gen
+            self.ctx.shared[device_key(self.device_id)] = dev
+        else:
+            # a device found again keeps its own sink: the runtime may have replaced ctx
+            dev.sink = self.ctx.truth
+            end_s = dev.link_down_until(now_s)
+            if end_s is not None:
+                raise DeviceGoneError(
+                    f"not reachable (simulated outage, back in {end_s - now_s:.2f} s)",
+                    self.device_id,
+                )
+            dev.reconnect(now_s)
+        self._open = True
+        self._gone = False
+
+    async def blocks(self) -> AsyncGenerator[SampleBlock, None]:
+        dev = self.device
+        if dev is None or not self._open:
+            raise DeviceGoneError("blocks() before open()", self.device_id)
+        if self._gone:
+            raise DeviceGoneError("link lost; close and open again", self.device_id)
+        clock = self.ctx.clock
+        while self._open:
+            t_ev = dev.next_event_s()
+            outage = dev.next_outage(dev.last_t_s) if dev.has_outages else None
+            if outage is not None and outage[0] <= t_ev:
+                await clock.sleep_until(outage[0])
+                if not self._open:
+                    return
+                dev.record_outage(*outage)
+                self._gone = True
+                raise DeviceGoneError(
+                    "link lost (simulated outage); the supervisor should reconnect",
+                    self.device_id,
+                )
+            await clock.sleep_until(t_ev)
+            if not self._open:
+                return
+            for block in dev.advance(t_ev):
+                yield block
+
+    async def close(self) -> None:
+        self._open = False

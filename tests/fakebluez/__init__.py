@@ -1,0 +1,19 @@
+"""A fake BlueZ (`org.bluez` on a private D-Bus daemon) that real bleak talks to, with device
+personalities: a Polar H10 (PMD service) and an nmcore firmware board on the Nordic UART
+Service. Used by tests/integration/ble and benchmarks/bench_ble.py; load it with
+`load_fakebluez()` from tests/fakebluez/loader.py semantics (it is not an installed package).
+"""
+
+from .bus import PrivateBus, dbus_daemon_available
+from .nus_board import NusBoardEmulator
+from .polar import H10Emulator
+from .service import FakeBluez, FakeDevice
+
+__all__ = [
+    "FakeBluez",
+    "FakeDevice",
+    "H10Emulator",
+    "NusBoardEmulator",
+    "PrivateBus",
+    "dbus_daemon_available",
+]

@@ -1,0 +1,150 @@
+"""The per-device state machine, driven by a scripted driver (a real Driver, not a mock)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+from pydantic import BaseModel
+
+from nmcore.config.models import DeviceConfig
+from nmcore.errors import DeviceError, DeviceGoneError
+from nmcore.hostclock import MonotonicClock
+from nmcore.model import ChannelSpec, SampleBlock, StreamDescriptor, StreamKind
+from nmcore.runtime.supervisor import Backoff, DeviceState, DeviceSupervisor
+
+
+class ScriptedDriver:
+    """Plays a script per session: 'fail' (open raises), 'hang' (open never returns),
+    ('stream', n, then) with then in {'gone', 'silent', 'bug'}."""
+
+    class Options(BaseModel):
+        pass
+
+    Options_: ClassVar[type[BaseModel]] = Options
+
+    def __init__(self, script: list[Any]) -> None:
+        self.device_id = "dev"
+        self.script = list(script)
+        self.opens = 0
+        self.closes = 0
+        self._current: Any = None
+        self._desc = StreamDescriptor(
+            "dev.x", "dev", StreamKind.EMG, 1000.0, (ChannelSpec("a", "uV"),)
+        )
+
+    @property
+    def streams(self) -> list[StreamDescriptor]:
+        return [self._desc]
+
+    async def open(self) -> None:
+        self.opens += 1
+        self._current = self.script.pop(0) if self.script else ("stream", 10**9, "gone")
+        if self._current == "fail":
+            raise DeviceError("port busy: another program holds it", "dev")
+        if self._current == "hang":
+            await asyncio.sleep(3600)
+
+    async def blocks(self) -> AsyncIterator[SampleBlock]:
+        _, n, then = self._current
+        for i in range(n):
+            yield SampleBlock("dev.x", i, np.zeros((1, 1)), 0.0)
+            await asyncio.sleep(0)
+        if then == "gone":
+            raise DeviceGoneError("unplugged", "dev")
+        if then == "silent":
+            await asyncio.sleep(3600)
+        if then == "bug":
+            raise ZeroDivisionError("a bug in the driver")
+
+    async def close(self) -> None:
+        self.closes += 1
+
+
+def _cfg(**kw: Any) -> DeviceConfig:
+    base = {
+        "id": "dev",
+        "driver": "test",
+        "connect_timeout_s": 0.2,
+        "silence_timeout_s": 0.1,
+        "backoff_initial_s": 0.01,
+        "backoff_max_s": 0.05,
+    }
+    base.update(kw)
+    return DeviceConfig.model_validate(base)
+
+
+async def _run_until(sup: DeviceSupervisor, cond: Any, timeout_s: float = 5.0) -> None:
+    task = asyncio.create_task(sup.run())
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not cond():  # noqa: ASYNC110 - polling a plain predicate of the test
+                await asyncio.sleep(0.005)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_reconnects_through_every_failure_kind() -> None:
+    driver = ScriptedDriver(
+        ["fail", "hang", ("stream", 5, "gone"), ("stream", 3, "silent"), ("stream", 4, "gone")]
+    )
+    states: list[DeviceState] = []
+    received: list[SampleBlock] = []
+    sup = DeviceSupervisor(
+        _cfg(),
+        driver,
+        received.append,
+        MonotonicClock(),
+        on_state=lambda _d, s, _r: states.append(s),
+    )
+    await _run_until(sup, lambda: driver.opens >= 6)
+    assert len(received) >= 12
+    assert sup.stats.silences == 1
+    assert sup.stats.failures >= 5
+    assert driver.closes >= 5  # every session closed, even a failed open
+    assert states[0] is DeviceState.CONNECTING
+    assert DeviceState.STREAMING in states
+    assert DeviceState.BACKING_OFF in states
+    assert states[-1] is DeviceState.STOPPED
+
+
+async def test_a_bug_propagates() -> None:
+    driver = ScriptedDriver([("stream", 2, "bug")])
+    sup = DeviceSupervisor(_cfg(), driver, lambda b: None, MonotonicClock())
+    with pytest.raises(ZeroDivisionError):
+        await sup.run()
+    assert driver.closes == 1
+
+
+async def test_one_device_failing_does_not_stop_another() -> None:
+    bad = ScriptedDriver(["fail"] * 1000)
+    good = ScriptedDriver([("stream", 10**6, "gone")])
+    got: list[SampleBlock] = []
+    sups = [
+        DeviceSupervisor(_cfg(id="bad"), bad, lambda b: None, MonotonicClock()),
+        DeviceSupervisor(_cfg(id="good"), good, got.append, MonotonicClock()),
+    ]
+    tasks = [asyncio.create_task(s.run()) for s in sups]
+    await asyncio.sleep(0.3)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert bad.opens >= 3
+    assert len(got) > 100
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    b = Backoff(0.5, 30.0, random.Random(1))
+    delays = [b.next_delay_s() for _ in range(20)]
+    assert all(0.25 <= d <= 30.0 for d in delays)
+    assert max(delays[-5:]) <= 30.0
+    assert min(delays[-5:]) >= 15.0
+    assert len(set(delays)) == len(delays)
+    b.reset()
+    assert b.next_delay_s() <= 0.5
