@@ -65,11 +65,12 @@ def make_records(
     return out
 
 
-def nmcore_detector(method: str) -> Detector:
+def nmcore_detector(method: str, **extra: float) -> Detector:
     params = OnsetParams(
         method=method,  # type: ignore[arg-type]
         rest_window_ms=REST_S * 1e3,
         response_window_ms=RESPONSE_S * 1e3,
+        **extra,  # type: ignore[arg-type]
     )
 
     def run(x: np.ndarray, rate_hz: float, stim: int) -> tuple[int | None, int | None]:
@@ -206,6 +207,8 @@ def main() -> None:
     t0 = time.perf_counter()
 
     detectors: dict[str, Detector] = {f"nmcore.{m}": nmcore_detector(m) for m in NMCORE_METHODS}
+    # the default without its ramp-model look-back: the step-optimal setting
+    detectors["nmcore.aglr_step_only"] = nmcore_detector("aglr", ramp_max_ms=0.0)
     if not args.no_peers:
         detectors.update(biosppy_detectors())
         detectors["neurokit2.emg_activation"] = neurokit_detector()

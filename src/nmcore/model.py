@@ -74,6 +74,8 @@ class SampleBlock:
     `device_ticks`: raw device timestamp (modulo 2**timestamp_bits) of sample `ticks_index`
     of this block, or None. `arrival_s`: host monotonic time the transport received the bytes.
     `data`: (n_samples, n_channels) float64 in physical units after driver scaling.
+    `host_t_s`: sample times already on the host clock (a replayed recording, an analyzed
+    file's time column); the pipeline then uses them as they are instead of the clock model.
     """
 
     stream_id: str
@@ -82,6 +84,7 @@ class SampleBlock:
     arrival_s: float
     device_ticks: int | None = None
     ticks_index: int = 0
+    host_t_s: FloatArray | None = None
 
     @property
     def n_samples(self) -> int:

@@ -26,6 +26,7 @@ import numpy as np
 from nmcore import __version__
 from nmcore.config.models import CopSwayConfig, StationConfig
 from nmcore.detect.cop import CopResult, cop_from_load_cells, cop_from_six_axis, cop_given
+from nmcore.detect.emg import ALGORITHM_VERSION as EMG_ALGORITHM_VERSION
 from nmcore.detect.emg import EmgOnsetDetector, OnsetEvent, params_hash
 from nmcore.detect.perturbation import MotionOnset, motion_onset, rising_edges
 from nmcore.detect.sway import sway_measures
@@ -113,6 +114,9 @@ class TrialEngine:
             self._emg = EmgOnsetDetector(
                 st.desc.rate_hz, len(self._emg_channels), self.cfg.emg_onset.params
             )
+        self._emg_hash = (
+            params_hash(self.cfg.emg_onset.params) if self.cfg.emg_onset is not None else ""
+        )
         devices = sorted({s.desc.device_id for s in streams.values()})
         self._provenance_base = {"nmcore_version": __version__, "devices": devices}
         self._calibrations = {d.id: d.calibration for d in station.devices if d.calibration}
@@ -193,8 +197,8 @@ class TrialEngine:
 
     def _open_trial(self, stimulus_s: float, source: str, alarm_s: float | None) -> None:
         pcfg = self.cfg.perturbation
-        assert pcfg is not None
-        if stimulus_s - self._last_perturbation_s < pcfg.refractory_s:
+        refractory_s = pcfg.refractory_s if pcfg is not None else 0.0
+        if stimulus_s - self._last_perturbation_s < refractory_s:
             return
         self._last_perturbation_s = stimulus_s
         if self._trial is not None:
@@ -211,6 +215,24 @@ class TrialEngine:
             }
         )
         self._try_arm()
+
+    # -- commands ---------------------------------------------------------------------------
+    def arm(self) -> None:
+        """Accept the next perturbation at once, even inside the refractory period."""
+        self._last_perturbation_s = -np.inf
+
+    def start_manual(self, t_s: float) -> int:
+        """A trial whose stimulus is `t_s` (an operator's start command); returns its number."""
+        self._last_perturbation_s = -np.inf
+        self._open_trial(t_s, "command", alarm_s=t_s)
+        return self._number
+
+    def stop_manual(self) -> bool:
+        """Close the running trial with what is there; False if none is running."""
+        if self._trial is None:
+            return False
+        self._close(force=True)
+        return True
 
     # -- EMG --------------------------------------------------------------------------------
     def _feed_emg(self, st: StreamState, first_index: int, n: int) -> None:
@@ -248,12 +270,15 @@ class TrialEngine:
         if idx - rest < st.ring.oldest:
             trial.emg_done = True  # no rest data (the stream just started): no EMG this trial
             return
-        trial.emg_stimulus_index = idx
         try:
             det.arm(idx)
         except ValueError as exc:
             log.warning("trial %d: EMG not armed: %s", trial.number, exc)
             trial.emg_done = True
+            return
+        trial.emg_stimulus_index = idx
+        # samples already past the stimulus are tested now, not only on the next block
+        self._handle_emg_events(st, det.process(np.empty((0, len(self._emg_channels)))))
 
     def _handle_emg_events(self, st: StreamState, events: list[OnsetEvent]) -> None:
         trial = self._trial
@@ -279,6 +304,11 @@ class TrialEngine:
                 "alarm_s": alarm_s,
                 "latency_ms": (onset_s - trial.stimulus_s) * 1e3,
                 "algorithm": self.cfg.emg_onset.params.method,
+                "algorithm_ref": {
+                    "name": self.cfg.emg_onset.params.method,
+                    "version": EMG_ALGORITHM_VERSION,
+                    "params_hash": self._emg_hash,
+                },
             }
             trial.onsets[ev.channel] = payload
             self._emit(payload)

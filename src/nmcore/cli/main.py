@@ -70,7 +70,47 @@ def _cmd_run(args: argparse.Namespace) -> int:
         truth_path=Path(args.truth) if args.truth else None,
         print_results=not args.quiet,
         fast=args.fast,
+        mqtt=not args.no_mqtt,
+        state_dir=Path(args.state_dir) if args.state_dir else None,
     )
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    import orjson
+
+    from nmcore.config import load_station
+    from nmcore.runtime.analyze import analyze
+
+    station = load_station(args.config)
+    sink = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+
+    def write(obj: dict[str, object]) -> None:
+        sink.write(orjson.dumps(obj).decode() + "\n")
+
+    try:
+        summary = analyze(station, Path(args.input), write)
+    finally:
+        if sink is sys.stdout:
+            sink.flush()
+        else:
+            sink.close()
+    log.info(
+        "%s: %d rows (%.1f s at %.6g Hz): %d trials, %d onsets, %d messages; "
+        "%.1f M channel-samples/s (read %.3f s, processed %.3f s)",
+        args.input,
+        summary.rows,
+        summary.duration_s,
+        summary.rate_hz,
+        summary.trials,
+        summary.onsets,
+        sum(summary.messages.values()),
+        summary.samples_per_s / 1e6,
+        summary.parse_s,
+        summary.process_s,
+    )
+    if summary.missing_samples:
+        log.warning("%s: %d samples missing (gaps in 't')", args.input, summary.missing_samples)
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,11 +134,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fast", action="store_true", help="simulated devices only: run faster than real time"
     )
+    p.add_argument("--no-mqtt", action="store_true", help="do not connect to the broker")
+    p.add_argument(
+        "--state-dir",
+        help="outbox and other state (default: $STATE_DIRECTORY, $NMCORE_STATE_DIR or ./var/state)",
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("check-config", help="validate station files without touching hardware")
     p.add_argument("config", nargs="+", help="station file(s)")
     p.set_defaults(func=_cmd_check_config)
+
+    p = sub.add_parser(
+        "analyze", help="run the detectors over a CSV file; print results as JSON lines"
+    )
+    p.add_argument("config", help="station file whose [[streams]] describe the CSV columns")
+    p.add_argument("input", help="CSV file: header row, first column t (s), one column per channel")
+    p.add_argument("--output", help="write the JSON lines to this file instead of stdout")
+    p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("schema", help="print a JSON Schema")
     p.add_argument("what", choices=["config", "messages"])

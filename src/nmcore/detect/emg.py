@@ -253,7 +253,9 @@ def _build_coef_cached(params: OnsetParams, rate_hz: float) -> FloatArray:
     head[k.C_RAMP_GATE] = params.ramp_gate
     head[k.C_RAMP_EARLY] = _ms(params.ramp_early_ms, rate_hz)
     head[k.C_AGLR_R] = _aglr_ratio(params.aglr_h, head[k.C_KAPPA], head[k.C_WINDOW])
-    if params.method in ("aglr", "cusum", "bonato"):
+    if params.method == "aglr":
+        # the ML split finds the change in the *filtered* variance; CUSUM's last zero and
+        # Bonato's first crossing are early-biased already and are left alone (measured)
         head[k.C_DELAY] = _variance_step_delay(bp, rate_hz)
     head[k.C_NBP] = bp.shape[0]
     head[k.C_NENV] = env.shape[0]
@@ -294,12 +296,14 @@ class EmgOnsetDetector:
                 f"history_s must be >= {need_s:.3f} s (rest + response + look-back + refine)"
             )
         coef = build_coef(p, self.rate_hz)
-        n_coef, width = k.work_layout(int(coef[k.C_NBP]), int(coef[k.C_NENV]), n_channels)
+        n_bp, n_env = int(coef[k.C_NBP]), int(coef[k.C_NENV])
+        n_coef, z0, total = k.work_layout(n_bp, n_env, n_channels)
         # one packed float array and one ring array keep the kernel's argument count low
-        self.work = np.zeros(n_coef + n_channels * width)
+        self.work = np.zeros(total)
         self.work[:n_coef] = coef
         self.coef = self.work[:n_coef]
-        self.fstate = self.work[n_coef:].reshape(n_channels, width)
+        self.fstate = self.work[n_coef:z0].reshape(n_channels, k.N_FSTATE)
+        self.zstate = self.work[z0:].reshape(k.n_zstate_rows(n_bp, n_env), n_channels)
         self.istate = np.zeros((n_channels, k.N_ISTATE), dtype=np.int64)
         n_hist = round(history_s * self.rate_hz)
         # never read before written (arm checks the rest window is in the history)
@@ -408,7 +412,6 @@ class EmgOnsetDetector:
         return [self._result(c, times_s) for c in range(self.n_channels)]
 
     def _result(self, c: int, times_s: FloatArray | None) -> Onset:
-        n_hist = self.hist_y.shape[0]
         head = self.head
         phase = int(self.istate[c, k.I_PHASE])
         onset = int(self.istate[c, k.I_ONSET]) if phase == k.P_DONE else -1

@@ -308,6 +308,7 @@ class LandingMessage(MessageBase):
     stream_id: Identifier
     status: str = Field(max_length=32)
     measures: dict[str, float | None] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list, description="why a measure is null")
     params: dict[str, Any] = Field(default_factory=dict)
     provenance: Provenance | None = None
 

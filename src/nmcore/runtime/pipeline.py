@@ -44,6 +44,7 @@ class StreamState:
     unwrapper: TickUnwrapper | None
     period_s: float
     counters: StreamCounters = field(default_factory=StreamCounters)
+    offsets: np.ndarray | None = None  # subtracted from every sample (tare), per channel
     # scratch for per-block device times, grown on demand (no allocation per block)
     _dev_t: np.ndarray = field(default_factory=lambda: np.empty(0))
     _host_t: np.ndarray = field(default_factory=lambda: np.empty(0))
@@ -86,6 +87,14 @@ class Pipeline:
     def add_listener(self, listener: BlockListener) -> None:
         self._listeners.append(listener)
 
+    def tare(self, stream_id: str, raw_mean: np.ndarray) -> np.ndarray:
+        """Zero a stream: `raw_mean` is the mean of what it reads now (already net of any
+        earlier tare); returns the total offset now subtracted from every new sample."""
+        st = self.streams[stream_id]
+        total = raw_mean if st.offsets is None else st.offsets + raw_mean
+        st.offsets = np.asarray(total, dtype=np.float64).copy()
+        return st.offsets
+
     def ingest(self, block: SampleBlock) -> None:
         st = self.streams.get(block.stream_id)
         if st is None:
@@ -106,6 +115,8 @@ class Pipeline:
         if adm.n_keep <= 0:
             return
         data = block.data[adm.skip : adm.skip + adm.n_keep]
+        if st.offsets is not None:
+            data = data - st.offsets
         n_keep = adm.n_keep
 
         if st._dev_t.shape[0] < n_keep:
@@ -119,9 +130,12 @@ class Pipeline:
         else:
             first_dev_s = adm.first_index * st.period_s
         np.add(offsets, first_dev_s, out=dev_t)
-        # the arrival bounds the device time of the last sample that arrived
-        st.clock.observe(float(dev_t[n_keep - 1]), block.arrival_s)
-        host_t = st.clock.to_host_array(dev_t, out=st._host_t[:n_keep])
+        if block.host_t_s is not None:
+            host_t = block.host_t_s[adm.skip : adm.skip + n_keep]
+        else:
+            # the arrival bounds the device time of the last sample that arrived
+            st.clock.observe(float(dev_t[n_keep - 1]), block.arrival_s)
+            host_t = st.clock.to_host_array(dev_t, out=st._host_t[:n_keep])
 
         res = st.ring.push(adm.first_index, data, host_t)
         c.samples += res.written

@@ -12,18 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
+import sys
 from pathlib import Path
 from typing import Any
 
-import orjson
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from nmcore.publish import MuscleOnset, Provenance, Publisher, TrialResultMessage
+
+PersistentSubscriber = sys.modules["nmcore_tests_mosquitto"].PersistentSubscriber
 
 ROOT = "nmtest"
 N_RESULTS = 300
@@ -41,51 +38,6 @@ def result(i: int) -> TrialResultMessage:
         onsets=[MuscleOnset(channel="TA", onset_s=i + 0.08, latency_ms=80.0)],
         provenance=Provenance(nmcore_version="0"),
     )
-
-
-class PersistentSubscriber:
-    """paho in its own thread with a persistent session and *manual* acknowledgement: a
-    message is acknowledged only after it is recorded, so a crash anywhere cannot make the
-    broker believe a message was delivered that this test never saw. (aiomqtt acknowledges
-    on receipt, and its iterator drops what is still queued when the connection breaks.)"""
-
-    def __init__(self, broker: Any, topic: str) -> None:
-        self.received: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._topic = topic
-        c = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id="fault-test-subscriber",
-            protocol=mqtt.MQTTv5,
-        )
-        c.manual_ack_set(True)
-        c.reconnect_delay_set(min_delay=0.05, max_delay=0.5)  # type: ignore[arg-type]
-        c.on_connect = self._on_connect
-        c.on_message = self._on_message
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = 3600  # the broker keeps the session while we are away
-        c.connect_async(broker.host, broker.port, clean_start=False, properties=props)
-        self._client = c
-
-    def _on_connect(self, c: mqtt.Client, *_: Any) -> None:
-        c.subscribe(self._topic, qos=1)
-
-    def _on_message(self, c: mqtt.Client, _: Any, msg: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self.received.append(orjson.loads(msg.payload))
-        c.ack(msg.mid, msg.qos)
-
-    def trial_ids(self) -> set[str]:
-        with self._lock:
-            return {r["trial_id"] for r in self.received}
-
-    def __enter__(self) -> PersistentSubscriber:
-        self._client.loop_start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
 
 
 @pytest.mark.slow
