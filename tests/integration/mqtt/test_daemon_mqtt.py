@@ -79,6 +79,27 @@ publish_timeout_s = 1.0
     return path
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _warm_numba_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Fill numba's on-disk cache once (a fresh checkout compiles every kernel: tens of
+    seconds on a loaded machine) so the daemons below start in about a second."""
+    cfg = tmp_path_factory.mktemp("warm") / "warm.toml"
+    cfg.write_text(
+        '[[devices]]\nid = "p"\ndriver = "sim.platform"\n'
+        '[[devices]]\nid = "e"\ndriver = "sim.emg"\n'
+        '[[devices]]\nid = "f"\ndriver = "sim.forceplate"\n'
+        '[detectors.perturbation]\ntrigger_stream = "p.trigger"\n'
+        '[detectors.emg_onset]\nstream = "e.emg"\n[detectors.force_response]\nstream = "f.force"\n'
+        '[detectors.cop_sway]\nstream = "f.force"\nwindow_s = 2.0\n'
+    )
+    subprocess.run(
+        [sys.executable, "-m", "nmcore.cli.main", "--log-level", "WARNING", "run", str(cfg),
+         "--fast", "--duration", "6", "--quiet", "--no-mqtt"],
+        check=True,
+        timeout=600,
+    )  # fmt: skip
+
+
 def _toml(d: dict[str, Any]) -> str:
     return "\n".join(f"{k} = {json.dumps(v)}" for k, v in d.items())
 
@@ -113,6 +134,7 @@ async def _wait_status(client: aiomqtt.Client, state: str, timeout_s: float) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the first one may include a cold numba compile
 async def test_status_will_results_and_commands(broker: Any, station: str, tmp_path: Path) -> None:
     cfg = _config(tmp_path, broker, station)
     proc = _start_daemon(cfg, tmp_path / "state", tmp_path / "truth.jsonl")
@@ -182,6 +204,7 @@ async def test_status_will_results_and_commands(broker: Any, station: str, tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the first one may include a cold numba compile
 async def test_no_result_lost_through_broker_crashes_and_a_daemon_restart(
     mosquitto_cls: Any, station: str, tmp_path: Path
 ) -> None:
