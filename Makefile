@@ -2,16 +2,23 @@
 SHELL := /bin/bash
 BIN := .venv/bin
 STAMP := .venv/.installed
+RUN_STAMP := .venv/.installed-run
 
-.PHONY: setup run test lint typecheck pytest firmware-test bench bench-smoke clean
+.PHONY: setup setup-run run test lint typecheck pytest firmware-test bench bench-smoke clean
 
 setup: $(STAMP)
+setup-run: $(RUN_STAMP)
 
+# what the tests need (firmware toolchain, D-Bus, ...) on top of what `make run` needs
 $(STAMP): pyproject.toml constraints.txt scripts/setup.sh
-	bash scripts/setup.sh
+	bash scripts/setup.sh test
+	touch $@ $(RUN_STAMP)
+
+$(RUN_STAMP): pyproject.toml constraints.txt scripts/setup.sh
+	bash scripts/setup.sh run
 	touch $@
 
-run: setup
+run: setup-run
 	bash scripts/with-broker.sh $(BIN)/nmcore run $(ARGS)
 
 test: setup lint typecheck firmware-test pytest

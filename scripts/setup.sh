@@ -1,30 +1,46 @@
 #!/usr/bin/env bash
 # Make this checkout ready: system packages (Debian/Ubuntu), .venv, the package and its
 # pinned dependencies. Idempotent; re-run after pulling.
+#   scripts/setup.sh run    what `make run` needs (broker, venv)
+#   scripts/setup.sh test   also what the test suite needs (firmware toolchain, D-Bus, ...)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+what=${1:-test}
 
-# mosquitto: the broker for `make run` and the MQTT tests; gcc-avr/avr-libc/simavr: the
-# firmware's AVR build run in a simulator; dbus: the fake BlueZ of the BLE tests;
-# systemd: systemd-analyze for the unit file; openssl: the MQTT TLS tests' certificates;
-# python3-venv: venv on Debian's python.
+# Debian puts daemons in /usr/sbin, which a normal user's PATH lacks
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 
+# mosquitto: the broker for `make run` and the MQTT tests; python3-venv: venv on Debian's
+# python. For tests also: gcc-avr/avr-libc/simavr (the firmware's AVR build run in a
+# simulator), dbus (the fake BlueZ of the BLE tests), systemd (systemd-analyze for the unit
+# file), openssl (the MQTT TLS tests' certificates).
+needs=(mosquitto:mosquitto mosquitto_sub:mosquitto-clients)
+if [ "$what" = test ]; then
+  needs+=(gcc:gcc make:make avr-gcc:gcc-avr simavr:simavr dbus-daemon:dbus
+          systemd-analyze:systemd openssl:openssl)
+fi
 missing=()
-for cmd_pkg in mosquitto:mosquitto mosquitto_sub:mosquitto-clients gcc:gcc make:make avr-gcc:gcc-avr \
-               simavr:simavr dbus-daemon:dbus systemd-analyze:systemd openssl:openssl; do
-  command -v "${cmd_pkg%%:*}" >/dev/null 2>&1 || missing+=("${cmd_pkg#*:}")
+for cmd_pkg in "${needs[@]}"; do
+  have "${cmd_pkg%%:*}" || missing+=("${cmd_pkg#*:}")
 done
-[ -e /usr/lib/avr/include/avr/io.h ] || missing+=(avr-libc)
+if [ "$what" = test ] && [ ! -e /usr/lib/avr/include/avr/io.h ]; then missing+=(avr-libc); fi
 PY=${PYTHON:-python3}
 "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 
 if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    SUDO=()
+  elif command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+  else
+    echo "setup: these Debian packages are missing: ${missing[*]}" >&2
+    echo "setup: install them as root: apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
   echo "setup: installing Debian packages: ${missing[*]}"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian starts a system mosquitto on install; nothing here depends on it.
 fi
 

@@ -15,7 +15,8 @@ set_tcp_nodelay true
 log_dest stderr
 log_type error
 CONF
-mosquitto -c "$dir/mosquitto.conf" &
+broker_bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)  # /usr/sbin: not on user PATHs
+"$broker_bin" -c "$dir/mosquitto.conf" &
 broker=$!
 trap 'kill $broker 2>/dev/null; wait $broker 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 50); do

@@ -37,8 +37,13 @@ __all__ = ["Mosquitto", "free_port", "mosquitto_available"]
 _FORBIDDEN_PORT = 1883  # the system broker's port: never ours
 
 
+def mosquitto_binary() -> str | None:
+    """Debian installs the broker in /usr/sbin, which a normal user's PATH lacks."""
+    return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/sbin")
+
+
 def mosquitto_available() -> bool:
-    return shutil.which("mosquitto") is not None
+    return mosquitto_binary() is not None
 
 
 def free_port() -> int:
@@ -108,7 +113,7 @@ class Mosquitto:
         self._write_conf()
         log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
-            ["mosquitto", "-c", str(self.conf_path)],
+            [mosquitto_binary() or "mosquitto", "-c", str(self.conf_path)],
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,

@@ -113,6 +113,37 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from nmcore.runtime.daemon import _printer, read_station
+    from nmcore.runtime.replay import replay_recording
+
+    if not args.fast and not 0 < args.speed < float("inf"):
+        log.error("--speed must be a positive number (got %s)", args.speed)
+        return EXIT_USAGE
+    station, text = read_station(Path(args.config)) if args.config else (None, None)
+    fed = asyncio.run(
+        replay_recording(
+            Path(args.recording),
+            station=station,
+            config_text=text,
+            speed=None if args.fast else args.speed,
+            publish=not args.no_mqtt,
+            on_output=None if args.quiet else _printer(sys.stdout),
+            state_dir=Path(args.state_dir) if args.state_dir else None,
+        )
+    )
+    log.info("%s: replayed %d blocks", args.recording, fed)
+    return EXIT_OK
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from nmcore.cli import devices
+
+    return devices.run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nmcore",
@@ -152,6 +183,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="CSV file: header row, first column t (s), one column per channel")
     p.add_argument("--output", help="write the JSON lines to this file instead of stdout")
     p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser(
+        "replay", help="play a recording through the live pipeline, publishing as if live"
+    )
+    p.add_argument("recording", help="session directory (or one seg-*.nmrec file)")
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument(
+        "--speed", type=float, default=1.0, help="times real time (default 1: live-like times)"
+    )
+    pace.add_argument(
+        "--fast", action="store_true", help="as fast as possible, with the recorded times"
+    )
+    p.add_argument("--config", help="station file to use (default: the one recorded)")
+    p.add_argument("--quiet", action="store_true", help="do not print results to stdout")
+    p.add_argument("--no-mqtt", action="store_true", help="do not connect to the broker")
+    p.add_argument("--state-dir", help="outbox and other state (as for `run`)")
+    p.set_defaults(func=_cmd_replay)
+
+    p = sub.add_parser(
+        "devices", help="list serial ports (--probe: ask who answers) or nearby BLE devices (scan)"
+    )
+    from nmcore.cli.devices import add_arguments as _devices_arguments
+
+    _devices_arguments(p)
+    p.set_defaults(func=_cmd_devices)
 
     p = sub.add_parser("schema", help="print a JSON Schema")
     p.add_argument("what", choices=["config", "messages"])

@@ -793,7 +793,13 @@ def analyze(
     """Read `input_path` (CSV, see the module docstring) and run the station's detectors over
     it with the daemon's pipeline code; each event and result goes to `out` as its published
     payload. Raises ProtocolError (exit 65) for a file that does not fit the config and
-    ConfigError (exit 78) for a config analyze cannot run."""
+    ConfigError (exit 78) for a config analyze cannot run. A recording (a session directory
+    or a seg-*.nmrec file) is read with its recorded host times and gaps instead
+    (`runtime.replay.analyze_recording`); `block_rows` does not apply to it."""
+    from nmcore.runtime.replay import analyze_recording, is_recording  # imports this module
+
+    if is_recording(input_path):
+        return analyze_recording(station, input_path, out)
     t0 = time.perf_counter()
     data = load_csv(station, input_path)
     parse_s = time.perf_counter() - t0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -53,6 +54,23 @@ class StreamState:
 BlockListener = Callable[[StreamState, int, int], None]
 
 
+class SampleRecorder(Protocol):
+    """What the pipeline hands every admitted block to (`record.SessionRecorder` fits)."""
+
+    def write_samples(
+        self,
+        stream: StreamDescriptor,
+        first_index: int,
+        data: np.ndarray,
+        t_s: np.ndarray,
+        valid: None = None,
+        *,
+        counter: int | None = None,
+        device_ticks: int | None = None,
+        ticks_index: int = 0,
+    ) -> Any: ...
+
+
 class Pipeline:
     """Holds every stream's state. Listeners are told (stream, first_index, n) after a push."""
 
@@ -66,14 +84,24 @@ class Pipeline:
     ) -> None:
         self._emit = emit
         self.clocks: dict[str, ClockModel] = {}
+        self.unwrappers: dict[str, TickUnwrapper] = {}
         self.streams: dict[str, StreamState] = {}
         self._listeners: list[BlockListener] = []
+        # gets each block's kept samples right after the ring push (data as pushed, tare
+        # applied; host times; the first kept sample's raw counter and the block's ticks)
+        self.recorder: SampleRecorder | None = None
         for desc in descriptors:
             clock = self.clocks.setdefault(
                 desc.device_id, ClockModel(window_s=clock_window_s, nominal_rate_hz=desc.rate_hz)
             )
+            # one unwrapper per device clock: a stream that starts after the clock wrapped
+            # must land in the same wrap count as its siblings
             unwrapper = (
-                TickUnwrapper(desc.timestamp_bits, desc.timestamp_hz) if desc.timestamp_hz else None
+                self.unwrappers.setdefault(
+                    desc.device_id, TickUnwrapper(desc.timestamp_bits, desc.timestamp_hz)
+                )
+                if desc.timestamp_hz
+                else None
             )
             self.streams[desc.stream_id] = StreamState(
                 desc=desc,
@@ -83,6 +111,33 @@ class Pipeline:
                 unwrapper=unwrapper,
                 period_s=1.0 / desc.rate_hz,
             )
+
+    def observe_sync(
+        self,
+        device_id: str,
+        host_send_s: float,
+        device_ticks: int,
+        hold_s: float,
+        host_recv_s: float,
+    ) -> None:
+        """A time-sync exchange: the device read its clock (`device_ticks`, raw) on receipt
+        and answered `hold_s` later; both bounds go to the device's clock model."""
+        unwrap = self.unwrappers.get(device_id)
+        clock = self.clocks.get(device_id)
+        if unwrap is None or clock is None:
+            return
+        clock.observe_sync(host_send_s, unwrap.seconds(device_ticks) + 0.5 * hold_s, host_recv_s)
+
+    def device_to_host(self, device_id: str, device_ticks: int) -> float | None:
+        """Host time of a raw device timestamp (e.g. a trigger edge the device time-stamped)."""
+        unwrap = self.unwrappers.get(device_id)
+        clock = self.clocks.get(device_id)
+        if unwrap is None or clock is None:
+            return None
+        try:
+            return clock.to_host(unwrap.seconds(device_ticks))
+        except RuntimeError:  # no observation yet: nothing to map with
+            return None
 
     def add_listener(self, listener: BlockListener) -> None:
         self._listeners.append(listener)
@@ -138,6 +193,21 @@ class Pipeline:
             host_t = st.clock.to_host_array(dev_t, out=st._host_t[:n_keep])
 
         res = st.ring.push(adm.first_index, data, host_t)
+        rec = self.recorder
+        if rec is not None and res.written:
+            k = res.rejected_samples
+            counter = block.counter + adm.skip + k
+            if st.desc.counter_bits:
+                counter %= 1 << st.desc.counter_bits
+            rec.write_samples(
+                st.desc,
+                adm.first_index + k,
+                data[k:],
+                host_t[k:],  # a reused scratch buffer: write_samples copies
+                counter=counter,
+                device_ticks=block.device_ticks,
+                ticks_index=block.ticks_index - adm.skip - k,
+            )
         c.samples += res.written
         c.rejected_samples += res.rejected_samples
         missing = max(adm.gap_samples, res.gap_samples)
