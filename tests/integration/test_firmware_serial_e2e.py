@@ -358,6 +358,9 @@ def check_values(cap: Capture, driver: NmcoreSerialDriver, seed: int, name: str)
 
 
 # -- tests -----------------------------------------------------------------------------------
+# Real time on a shared 2-core machine: arrivals delayed by other processes bias the
+# envelope by ~0.1 ms in the odd run; a systematic error fails every attempt.
+@pytest.mark.flaky(reruns=2)
 async def test_sample_times_match_the_device_clock_truth(fw_bin: Path, tmp_path: Path) -> None:
     """Reconstructed host times of every EMG, IMU and force sample against the truth.
 

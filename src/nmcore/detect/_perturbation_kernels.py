@@ -8,6 +8,39 @@ from nmcore._numba import jit
 
 
 @jit
+def _solve_spd(a: np.ndarray, b: np.ndarray, x: np.ndarray, work: np.ndarray) -> bool:
+    """Solve a x = b for a small symmetric positive-definite `a` by Cholesky, in plain loops
+    (np.linalg inside numba needs scipy's LAPACK, which the daemon does not depend on).
+    Returns False when `a` is numerically singular (a pivot below 1e-12 of the diagonal)."""
+    n = a.shape[0]
+    scale = 0.0
+    for i in range(n):
+        scale = max(scale, abs(a[i, i]))
+    for i in range(n):
+        for j in range(i + 1):
+            acc = a[i, j]
+            for k in range(j):
+                acc -= work[i, k] * work[j, k]
+            if i == j:
+                if acc <= 1e-12 * scale:
+                    return False
+                work[i, i] = np.sqrt(acc)
+            else:
+                work[i, j] = acc / work[j, j]
+    for i in range(n):  # forward: L y = b
+        acc = b[i]
+        for k in range(i):
+            acc -= work[i, k] * x[k]
+        x[i] = acc / work[i, i]
+    for i in range(n - 1, -1, -1):  # back: L^T x = y
+        acc = x[i]
+        for k in range(i + 1, n):
+            acc -= work[k, i] * x[k]
+        x[i] = acc / work[i, i]
+    return True
+
+
+@jit
 def knee_fit(
     y: np.ndarray, first: int, last: int, powers: np.ndarray, trend: bool, out: np.ndarray
 ) -> None:
@@ -23,6 +56,8 @@ def knee_fit(
     xtx = np.zeros((p, p))
     xty = np.zeros(p)
     row = np.zeros(p)
+    coef = np.zeros(p)
+    work = np.zeros((p, p))
     syy = 0.0
     for i in range(n):
         syy += y[i] * y[i]
@@ -50,9 +85,8 @@ def knee_fit(
             for b in range(a):
                 xtx[a, b] = xtx[b, a]
         # a candidate whose hinge columns are (nearly) empty cannot be solved: skip it
-        if np.linalg.cond(xtx) > 1e12:
+        if not _solve_spd(xtx, xty, coef, work):
             continue
-        coef = np.linalg.solve(xtx, xty)
         sse = syy
         for a in range(p):
             sse -= coef[a] * xty[a]

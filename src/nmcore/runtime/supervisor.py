@@ -137,24 +137,33 @@ class DeviceSupervisor:
     async def _pump(self) -> str:
         blocks = self.driver.blocks()
         silence_s = self.cfg.silence_timeout_s
+        loop = asyncio.get_running_loop()
         first = True
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(silence_s):
+            # one watchdog per session, kept between 1x and 1.5x the timeout after the last
+            # block and moved only when needed: a timeout per block cost a quarter of the
+            # daemon's CPU
+            async with asyncio.timeout(silence_s) as watchdog:
+                deadline = loop.time() + silence_s
+                while True:
+                    try:
                         block = await anext(blocks)
-                except StopAsyncIteration:
-                    return "the device ended its stream"
-                except TimeoutError:
-                    self.stats.silences += 1
-                    return f"silent for {silence_s:g} s (watchdog)"
-                except DeviceError as exc:
-                    return str(exc)
-                if first:
-                    self._backoff.reset()
-                    first = False
-                self.stats.blocks += 1
-                self._on_block(block)
+                    except StopAsyncIteration:
+                        return "the device ended its stream"
+                    except DeviceError as exc:
+                        return str(exc)
+                    now = loop.time()
+                    if deadline - now < silence_s:
+                        deadline = now + 1.5 * silence_s
+                        watchdog.reschedule(deadline)
+                    if first:
+                        self._backoff.reset()
+                        first = False
+                    self.stats.blocks += 1
+                    self._on_block(block)
+        except TimeoutError:
+            self.stats.silences += 1
+            return f"silent for more than {silence_s:g} s (watchdog)"
         finally:
             aclose = getattr(blocks, "aclose", None)
             if aclose is not None:

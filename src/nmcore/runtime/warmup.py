@@ -32,14 +32,17 @@ def warm_kernels() -> float:
     ring.window_by_time(1.0, 12.0)
     ring.window_by_index(0, 12)
     ring.has_gap(0, 18)
-    clock = ClockModel(nominal_rate_hz=1000.0)
-    unwrap = TickUnwrapper(32, 1e6)
-    for i in range(8):
-        clock.observe(unwrap.seconds(i * 8000) + 0.008, i * 0.008 + 0.009)
-    clock.to_host_array(np.arange(8.0) * 0.001)
+    # enough observations over enough time for every fit path (bins, slope, envelope)
+    for window_s in (1.0, 60.0):
+        clock = ClockModel(window_s=window_s, nominal_rate_hz=1000.0, min_fit_span_s=0.5)
+        unwrap = TickUnwrapper(32, 1e6)
+        for i in range(400):
+            clock.observe(unwrap.seconds(i * 10_000) + 0.01, i * 0.01 + 0.0105)
+        clock.to_host_array(np.arange(8.0) * 0.001)
     SosFilter(butter_sos(2, 10.0, 100.0, "lowpass"), 2).process(np.zeros((4, 2)))
     det = EmgOnsetDetector(1000.0, 2)
     x = rng.standard_normal((1200, 2))
+    x[900:] *= 30.0  # a burst, so the onset look-back and burst metrics run too
     det.process(x[:600])
     det.arm(600)
     det.process(x[600:])
@@ -48,8 +51,10 @@ def warm_kernels() -> float:
     y = rng.standard_normal((600, 3))
     y[400:, 0] += np.linspace(0, 20, 200)
     motion_onset(y, 1000.0, 300)
-    cop = cop_from_six_axis(*(np.full(600, v) for v in (1.0, 1.0, 700.0, 1.0, 1.0)))
-    sway_measures(cop.ap_m + rng.normal(0, 1e-3, 600), cop.ml_m + rng.normal(0, 1e-3, 600), 100.0)
+    # 12 s at 100 Hz: longer than a Welch segment, so the spectral kernel runs
+    cop = cop_from_six_axis(*(np.full(1200, v) for v in (1.0, 1.0, 700.0, 1.0, 1.0)))
+    noise = rng.normal(0, 1e-3, (1200, 2))
+    sway_measures(cop.ap_m + noise[:, 0], cop.ml_m + noise[:, 1], 100.0)
     elapsed_s = time.perf_counter() - t0
     log.debug("kernels warm in %.2f s", elapsed_s)
     return elapsed_s

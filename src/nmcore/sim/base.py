@@ -8,13 +8,14 @@ import difflib
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from nmcore.driver import DriverContext
 from nmcore.errors import ConfigError, DeviceGoneError
 from nmcore.model import ChannelSpec, SampleBlock, StreamDescriptor, StreamKind
 from nmcore.sim.device import Generator, SimDevice, SimDeviceOptions, check_transport
-from nmcore.sim.scenario import Scenario
+from nmcore.sim.scenario import Body, BodyOptions, Scenario
 
 __all__ = ["IMU_CHANNELS", "SimDriverBase", "device_key", "stream_descriptor"]
 
@@ -133,6 +134,11 @@ class SimDriverBase:
     def scenario(self) -> Scenario | None:
         dev = self.device
         return dev.scenario if dev is not None else None
+
+    def warm(self) -> None:
+        """Compile the body model's kernel before the daemon says it is ready."""
+        body = Body(BodyOptions(), np.random.default_rng(0), 0.0)
+        body.sway(np.linspace(0.0, 0.01, 8))
 
     # -- life cycle --------------------------------------------------------------------------
     async def open(self) -> None:
