@@ -13,9 +13,9 @@ import difflib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from nmcore.errors import ConfigError, NmcoreError
 from nmcore.hostclock import HostClock
@@ -27,6 +27,7 @@ __all__ = [
     "DriverContext",
     "available_drivers",
     "load_driver",
+    "validate_options",
 ]
 
 ENTRY_POINT_GROUP = "nmcore.drivers"
@@ -76,6 +77,23 @@ class Driver(Protocol):
 
 
 DriverFactory = Callable[[str, Any, DriverContext], Driver]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_options(model: type[M], device_id: str, options: Any, what: str) -> M:
+    """A driver's options as its model: an instance passes through, a mapping is validated;
+    a ConfigError names every bad field as `devices.<id>.options.<path>`."""
+    if isinstance(options, model):
+        return options
+    try:
+        return model.model_validate(options or {})
+    except ValidationError as exc:
+        problems = [
+            f"devices.{device_id}.options.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise ConfigError(f"invalid options for {what} {device_id!r}", problems) from exc
 
 
 def available_drivers() -> dict[str, Any]:

@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from nmcore.buffer.sequence import contiguous_runs as split_runs
 from nmcore.driver import Driver, DriverContext
 from nmcore.errors import ConfigError
 from nmcore.hostclock import MonotonicClock
@@ -15,7 +16,6 @@ from nmcore.model import StreamKind
 from nmcore_drivers.openbci import CytonDriver
 from nmcore_drivers.openbci import _kernels as k
 from nmcore_drivers.openbci.decoder import CytonDecoder, encode_packet, uv_per_count
-from nmcore_drivers.openbci.driver import split_runs
 
 # header, sample number 5, eight 24-bit big-endian two's complement channels, 3 x int16 aux
 # (accelerometer), footer 0xC0

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nmcore.driver import DriverContext
-from nmcore.errors import ConfigError, DeviceError, DeviceGoneError
+from nmcore.buffer.sequence import contiguous_runs
+from nmcore.driver import DriverContext, validate_options
+from nmcore.errors import DeviceError, DeviceGoneError
 from nmcore.model import ChannelSpec, SampleBlock, StreamDescriptor, StreamKind
 from nmcore.transport.serial import SerialTransport
 from nmcore_drivers.bitalino.decoder import (
@@ -98,27 +98,6 @@ class BitalinoOptions(BaseModel):
         return self.channels if self.channels is not None else [f"A{a}" for a in self.analog]
 
 
-def _validate(device_id: str, options: Any) -> BitalinoOptions:
-    if isinstance(options, BitalinoOptions):
-        return options
-    try:
-        return BitalinoOptions.model_validate(options or {})
-    except ValidationError as exc:
-        problems = [
-            f"devices.{device_id}.options.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-            for err in exc.errors()
-        ]
-        raise ConfigError(f"invalid options for BITalino {device_id!r}", problems) from exc
-
-
-def _split_runs(counter: np.ndarray[Any, Any], modulus: int) -> list[tuple[int, int]]:
-    if counter.shape[0] == 0:
-        return []
-    breaks = np.flatnonzero((np.diff(counter) % modulus) != 1) + 1
-    edges = [0, *breaks.tolist(), int(counter.shape[0])]
-    return list(itertools.pairwise(edges))
-
-
 class BitalinoDriver:
     """One BITalino (r)evolution (see `nmcore.driver.Driver`)."""
 
@@ -126,7 +105,7 @@ class BitalinoDriver:
 
     def __init__(self, device_id: str, options: Any, ctx: DriverContext) -> None:
         self.device_id = device_id
-        self.options = _validate(device_id, options)
+        self.options = validate_options(BitalinoOptions, device_id, options, "BITalino")
         self.ctx = ctx
         self._streams = self._descriptors(device_id, self.options)
         n = len(self.options.analog)
@@ -143,7 +122,9 @@ class BitalinoDriver:
     @classmethod
     def describe(cls, device_id: str, options: Any) -> list[StreamDescriptor]:
         """The streams this device announces (no I/O)."""
-        return cls._descriptors(device_id, _validate(device_id, options))
+        return cls._descriptors(
+            device_id, validate_options(BitalinoOptions, device_id, options, "BITalino")
+        )
 
     @staticmethod
     def _descriptors(device_id: str, opts: BitalinoOptions) -> list[StreamDescriptor]:
@@ -247,7 +228,7 @@ class BitalinoDriver:
         emg_id = self._streams[0].stream_id
         dig = fr.digital.astype(np.float64) if opts.digital_stream else None
         out = []
-        for a, b in _split_runs(fr.seq, 1 << COUNTER_BITS):
+        for a, b in contiguous_runs(fr.seq, 1 << COUNTER_BITS):
             c = int(fr.seq[a])
             out.append(SampleBlock(emg_id, c, uv[a:b], arrival_s))
             if dig is not None:

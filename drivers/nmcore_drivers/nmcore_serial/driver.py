@@ -49,10 +49,10 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from nmcore.driver import DriverContext
-from nmcore.errors import ConfigError, DeviceError, DeviceGoneError
+from nmcore.driver import DriverContext, validate_options
+from nmcore.errors import DeviceError, DeviceGoneError
 from nmcore.framing import (
     PROTOCOL_VERSION,
     FrameDecoder,
@@ -229,21 +229,6 @@ class _Stream:
     scale: float = 1.0
 
 
-def _validate(device_id: str, options: Any) -> NmcoreSerialOptions:
-    if isinstance(options, NmcoreSerialOptions):
-        return options
-    try:
-        return NmcoreSerialOptions.model_validate(options or {})
-    except ValidationError as exc:
-        problems = [
-            f"devices.{device_id}.options.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-            for err in exc.errors()
-        ]
-        raise ConfigError(
-            f"invalid options for nmcore serial device {device_id!r}", problems
-        ) from exc
-
-
 _warm = False
 
 
@@ -263,7 +248,9 @@ class NmcoreSerialDriver:
 
     def __init__(self, device_id: str, options: Any, ctx: DriverContext) -> None:
         self.device_id = device_id
-        self.options = _validate(device_id, options)
+        self.options = validate_options(
+            NmcoreSerialOptions, device_id, options, "nmcore serial device"
+        )
         self.ctx = ctx
         self._descs = self._descriptors(device_id, self.options)
         self._by_index: dict[int, _Stream] = {}
@@ -315,7 +302,10 @@ class NmcoreSerialDriver:
     @classmethod
     def describe(cls, device_id: str, options: Any) -> list[StreamDescriptor]:
         """The streams the options declare (no I/O); `open()` checks the device matches."""
-        return cls._descriptors(device_id, _validate(device_id, options))
+        return cls._descriptors(
+            device_id,
+            validate_options(NmcoreSerialOptions, device_id, options, "nmcore serial device"),
+        )
 
     @staticmethod
     def _descriptors(device_id: str, opts: NmcoreSerialOptions) -> list[StreamDescriptor]:

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from nmcore.driver import DriverContext
-from nmcore.errors import ConfigError, DeviceError, DeviceGoneError
+from nmcore.buffer.sequence import contiguous_runs
+from nmcore.driver import DriverContext, validate_options
+from nmcore.errors import DeviceError, DeviceGoneError
 from nmcore.model import ChannelSpec, SampleBlock, StreamDescriptor, StreamKind
 from nmcore.transport.serial import SerialTransport
 from nmcore_drivers.openbci.decoder import (
@@ -86,28 +86,6 @@ class CytonOptions(BaseModel):
         return list(self.gain) if isinstance(self.gain, list) else [self.gain] * 8
 
 
-def _validate(device_id: str, options: Any) -> CytonOptions:
-    if isinstance(options, CytonOptions):
-        return options
-    try:
-        return CytonOptions.model_validate(options or {})
-    except ValidationError as exc:
-        problems = [
-            f"devices.{device_id}.options.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-            for err in exc.errors()
-        ]
-        raise ConfigError(f"invalid options for OpenBCI Cyton {device_id!r}", problems) from exc
-
-
-def split_runs(counter: np.ndarray[Any, Any], modulus: int) -> list[tuple[int, int]]:
-    """[start, stop) of runs whose counters step by exactly 1 (mod `modulus`)."""
-    if counter.shape[0] == 0:
-        return []
-    breaks = np.flatnonzero((np.diff(counter) % modulus) != 1) + 1
-    edges = [0, *breaks.tolist(), int(counter.shape[0])]
-    return list(itertools.pairwise(edges))
-
-
 class CytonDriver:
     """One OpenBCI Cyton: stream `<id>.emg`, 8 channels in uV (see `nmcore.driver.Driver`)."""
 
@@ -115,7 +93,7 @@ class CytonDriver:
 
     def __init__(self, device_id: str, options: Any, ctx: DriverContext) -> None:
         self.device_id = device_id
-        self.options = _validate(device_id, options)
+        self.options = validate_options(CytonOptions, device_id, options, "OpenBCI Cyton")
         self.ctx = ctx
         self._streams = self._descriptors(device_id, self.options)
         self._scale = np.array([uv_per_count(g) for g in self.options.gains()], np.float64)
@@ -131,7 +109,9 @@ class CytonDriver:
     @classmethod
     def describe(cls, device_id: str, options: Any) -> list[StreamDescriptor]:
         """The streams this device announces (no I/O)."""
-        return cls._descriptors(device_id, _validate(device_id, options))
+        return cls._descriptors(
+            device_id, validate_options(CytonOptions, device_id, options, "OpenBCI Cyton")
+        )
 
     @staticmethod
     def _descriptors(device_id: str, opts: CytonOptions) -> list[StreamDescriptor]:
@@ -239,7 +219,7 @@ class CytonDriver:
     def _blocks_of(self, pk: CytonPackets, stream_id: str, arrival_s: float) -> list[SampleBlock]:
         data = pk.counts * self._scale
         out = []
-        for a, b in split_runs(pk.counter, 1 << COUNTER_BITS):
+        for a, b in contiguous_runs(pk.counter, 1 << COUNTER_BITS):
             ticks: int | None = None
             idx = 0
             if self.options.board_timestamps:

@@ -21,9 +21,13 @@ Pure Python: one call per packet, no per-sample work.
 
 from __future__ import annotations
 
+import itertools
 import operator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "DEFAULT_RESET_THRESHOLD",
@@ -31,6 +35,7 @@ __all__ = [
     "AdmissionKind",
     "SequenceTotals",
     "SequenceTracker",
+    "contiguous_runs",
 ]
 
 AdmissionKind = Literal["ok", "gap", "duplicate", "out_of_order", "reset"]
@@ -277,3 +282,13 @@ class SequenceTracker:
                 kept.append((hi, b))
         self._unseen = kept
         return covered
+
+
+def contiguous_runs(counter: npt.NDArray[Any], modulus: int) -> list[tuple[int, int]]:
+    """[start, stop) of the runs in a packet-counter array whose counters step by exactly 1
+    (mod `modulus`): a driver cuts its blocks there, so the tracker sees every jump."""
+    if counter.shape[0] == 0:
+        return []
+    breaks = np.flatnonzero((np.diff(counter) % modulus) != 1) + 1
+    edges = [0, *breaks.tolist(), int(counter.shape[0])]
+    return list(itertools.pairwise(edges))

@@ -677,6 +677,96 @@ def _perturbation_stream(station: StationConfig) -> str | None:
     ]
 
 
+class OfflineRun:
+    """The daemon's stages wired for offline input (a CSV file or a recording): one Pipeline,
+    TrialEngine and SwayStage, each output stamped as its published payload (`seq` and
+    `station` as the publisher stamps them; no `utc`/`sent_s`: nothing is sent)."""
+
+    def __init__(
+        self,
+        station: StationConfig,
+        descriptors: list[StreamDescriptor],
+        *,
+        history_s: float,
+        session: str,
+        summary: AnalyzeSummary,
+        out: Out,
+        what: str = "invalid detectors",
+    ) -> None:
+        self.station = station
+        self._session = session
+        self._summary = summary
+        self._out = out
+        self._seq = 0
+        self.pipeline = Pipeline(descriptors, history_s=history_s, emit=self.emit)
+        try:
+            self.trials = TrialEngine(station, self.pipeline.streams, self.deliver)
+            sway_cfg = station.detectors.cop_sway
+            self.sway = (
+                SwayStage(sway_cfg, self.pipeline.streams, self.deliver)
+                if sway_cfg is not None
+                else None
+            )
+        except ValueError as exc:
+            raise ConfigError(what, [str(exc)]) from exc
+        self.pipeline.add_listener(self.trials.on_block)
+        if self.sway is not None:
+            self.pipeline.add_listener(self.sway.on_block)
+        self._check_landing()
+
+    def deliver(self, obj: dict[str, Any]) -> None:
+        msg = to_message(obj, self._session)
+        if msg is None:
+            return
+        self._seq += 1
+        payload = msg.model_dump(mode="json")
+        payload["seq"] = self._seq
+        payload["station"] = self.station.station.id
+        self._summary.messages[str(payload.get("type", ""))] += 1
+        self._out(payload)
+
+    def emit(self, event: Event) -> None:
+        self.deliver({"type": event.type, "t_s": event.t_s, "source": event.source, **event.data})
+
+    def _check_landing(self) -> None:
+        land_cfg = self.station.detectors.landing
+        if land_cfg is None:
+            return
+        streams = self.pipeline.streams
+        land_st = streams.get(land_cfg.stream)
+        if land_st is None:
+            known = ", ".join(sorted(streams))
+            raise ConfigError(
+                "invalid detectors.landing",
+                [f"detectors.landing.stream: no stream {land_cfg.stream!r} (streams: {known})"],
+            )
+        if land_cfg.channel not in land_st.desc.channel_names:
+            raise ConfigError(
+                "invalid detectors.landing",
+                [
+                    f"detectors.landing.channel: stream {land_cfg.stream!r} has no channel "
+                    f"{land_cfg.channel!r} (channels: {', '.join(land_st.desc.channel_names)})"
+                ],
+            )
+
+    def finish(self) -> None:
+        """End of input: close the open trial, whole-record sway, landing; count samples."""
+        self.trials.finish()
+        if self.sway is not None and self.sway.cfg.whole_record:
+            self.sway.whole_record()
+        land_cfg = self.station.detectors.landing
+        if land_cfg is not None:
+            obj, res = landing_output(
+                land_cfg, self.pipeline.streams[land_cfg.stream], phash=params_hash(land_cfg.params)
+            )
+            for note in res.notes:
+                log.info("landing on %s: %s: %s", land_cfg.stream, res.status, note)
+            self.deliver(obj)
+        for st in self.pipeline.streams.values():
+            self._summary.channel_samples += st.counters.samples * st.desc.n_channels
+            self._summary.missing_samples += st.counters.missing_samples
+
+
 def analyze_arrays(
     station: StationConfig,
     data: AnalysisInput,
@@ -696,59 +786,16 @@ def analyze_arrays(
     idx = data.index
     summary = AnalyzeSummary(session=session, rows=n_rows, rate_hz=data.rate_hz)
     summary.duration_s = float(idx[-1] + 1) / data.rate_hz
-    station_id = station.station.id
-    seq = 0
-
-    def deliver(obj: dict[str, Any]) -> None:
-        nonlocal seq
-        msg = to_message(obj, session)
-        if msg is None:
-            return
-        seq += 1
-        # stamped as the publisher stamps, minus the wall clock: `utc` and `sent_s` describe
-        # sending, and nothing is sent; every time here is in the file's time base
-        payload = msg.model_dump(mode="json")
-        payload["seq"] = seq
-        payload["station"] = station_id
-        summary.messages[str(payload.get("type", ""))] += 1
-        out(payload)
-
-    def emit(event: Event) -> None:
-        deliver({"type": event.type, "t_s": event.t_s, "source": event.source, **event.data})
-
     t_start = time.perf_counter()
     # the ring holds the whole record: finish() and the whole-record measures look back over it
     history_s = max(
         (float(idx[-1] + 1) / d.rate_hz) * (1.0 + RATE_TOLERANCE) + HISTORY_MARGIN_S
         for d in descriptors
     )
-    pipeline = Pipeline(descriptors, history_s=history_s, emit=emit)
-    try:
-        trials = TrialEngine(station, pipeline.streams, deliver)
-        sway_cfg = station.detectors.cop_sway
-        sway = SwayStage(sway_cfg, pipeline.streams, deliver) if sway_cfg is not None else None
-    except ValueError as exc:
-        raise ConfigError("invalid detectors", [str(exc)]) from exc
-    pipeline.add_listener(trials.on_block)
-    if sway is not None:
-        pipeline.add_listener(sway.on_block)
-    land_cfg = station.detectors.landing
-    if land_cfg is not None:
-        land_st = pipeline.streams.get(land_cfg.stream)
-        if land_st is None:
-            known = ", ".join(sorted(pipeline.streams))
-            raise ConfigError(
-                "invalid detectors.landing",
-                [f"detectors.landing.stream: no stream {land_cfg.stream!r} (streams: {known})"],
-            )
-        if land_cfg.channel not in land_st.desc.channel_names:
-            raise ConfigError(
-                "invalid detectors.landing",
-                [
-                    f"detectors.landing.channel: stream {land_cfg.stream!r} has no channel "
-                    f"{land_cfg.channel!r} (channels: {', '.join(land_st.desc.channel_names)})"
-                ],
-            )
+    run = OfflineRun(
+        station, descriptors, history_s=history_s, session=session, summary=summary, out=out
+    )
+    pipeline = run.pipeline
 
     # The perturbation source goes last in each block: when it opens a trial, every other
     # stream has reached the block's end, so a trial never waits on data already in memory
@@ -766,20 +813,8 @@ def analyze_arrays(
         arrival_s = float(t_blk[-1])
         for sid, arr in order:
             pipeline.ingest(SampleBlock(sid, counter, arr[lo:hi], arrival_s, host_t_s=t_blk))
-    trials.finish()
-    if sway is not None and sway.cfg.whole_record:
-        sway.whole_record()
-    if land_cfg is not None:
-        obj, res = landing_output(
-            land_cfg, pipeline.streams[land_cfg.stream], phash=params_hash(land_cfg.params)
-        )
-        for note in res.notes:
-            log.info("landing on %s: %s: %s", land_cfg.stream, res.status, note)
-        deliver(obj)
+    run.finish()
     summary.process_s = time.perf_counter() - t_start
-    for st in pipeline.streams.values():
-        summary.channel_samples += st.counters.samples * st.desc.n_channels
-        summary.missing_samples += st.counters.missing_samples
     return summary
 
 

@@ -35,15 +35,11 @@ import numpy.typing as npt
 
 from nmcore.config.load import validate_station
 from nmcore.config.models import StationConfig
-from nmcore.detect.emg import params_hash
 from nmcore.errors import ConfigError, ProtocolError
 from nmcore.hostclock import MonotonicClock
-from nmcore.model import Event, SampleBlock, StreamDescriptor
+from nmcore.model import SampleBlock, StreamDescriptor
 from nmcore.record import Session, open_session
-from nmcore.runtime.analyze import AnalyzeSummary, landing_output
-from nmcore.runtime.messages import to_message
-from nmcore.runtime.pipeline import Pipeline
-from nmcore.trials import SwayStage, TrialEngine
+from nmcore.runtime.analyze import AnalyzeSummary, OfflineRun
 
 __all__ = [
     "RecordedBlock",
@@ -167,24 +163,6 @@ def analyze_recording(station: StationConfig, path: Path, out: Out) -> AnalyzeSu
         raise ProtocolError(f"{path}: the recording holds no stream")
     stamp = recording_session_stamp(session) or "analyze"
     summary = AnalyzeSummary(session=stamp)
-    station_id = station.station.id
-    seq = 0
-
-    def deliver(obj: dict[str, Any]) -> None:
-        nonlocal seq
-        msg = to_message(obj, stamp)
-        if msg is None:
-            return
-        seq += 1
-        payload = msg.model_dump(mode="json")
-        payload["seq"] = seq
-        payload["station"] = station_id
-        summary.messages[str(payload.get("type", ""))] += 1
-        out(payload)
-
-    def emit(event: Event) -> None:
-        deliver({"type": event.type, "t_s": event.t_s, "source": event.source, **event.data})
-
     whole = station.detectors.landing is not None or (
         station.detectors.cop_sway is not None and station.detectors.cop_sway.whole_record
     )
@@ -195,39 +173,24 @@ def analyze_recording(station: StationConfig, path: Path, out: Out) -> AnalyzeSu
     if whole and blocks:
         span_s = max(b.last_t_s for b in blocks) - min(float(b.t_s[0]) for b in blocks)
         history_s = max(history_s, span_s * 1.01 + 1.0)
-    pipeline = Pipeline(descriptors, history_s=history_s, emit=emit)
-    try:
-        trials = TrialEngine(station, pipeline.streams, deliver)
-        sway_cfg = station.detectors.cop_sway
-        sway = SwayStage(sway_cfg, pipeline.streams, deliver) if sway_cfg is not None else None
-    except ValueError as exc:
-        raise ConfigError("invalid detectors for this recording", [str(exc)]) from exc
-    pipeline.add_listener(trials.on_block)
-    if sway is not None:
-        pipeline.add_listener(sway.on_block)
+    run = OfflineRun(
+        station,
+        descriptors,
+        history_s=history_s,
+        session=stamp,
+        summary=summary,
+        out=out,
+        what="invalid detectors for this recording",
+    )
     for rb in blocks:
-        pipeline.ingest(_block(rb, rb.t_s, rb.last_t_s))
-    trials.finish()
-    if sway is not None and sway.cfg.whole_record:
-        sway.whole_record()
-    land = station.detectors.landing
-    if land is not None:
-        st = pipeline.streams.get(land.stream)
-        if st is None:
-            raise ConfigError(
-                "invalid detectors.landing",
-                [f"detectors.landing.stream: no stream {land.stream!r} in the recording"],
-            )
-        obj, _ = landing_output(land, st, phash=params_hash(land.params))
-        deliver(obj)
+        run.pipeline.ingest(_block(rb, rb.t_s, rb.last_t_s))
+    run.finish()
     summary.process_s = time.perf_counter() - t1
     t_first = min((float(b.t_s[0]) for b in blocks), default=0.0)
     t_last = max((b.last_t_s for b in blocks), default=0.0)
     summary.duration_s = t_last - t_first
-    for st in pipeline.streams.values():
+    for st in run.pipeline.streams.values():
         summary.rows = max(summary.rows, st.counters.samples)
-        summary.channel_samples += st.counters.samples * st.desc.n_channels
-        summary.missing_samples += st.counters.missing_samples
         summary.rate_hz = max(summary.rate_hz, st.desc.rate_hz)
     return summary
 
