@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from nmcore._numba import jit
 
-__all__ = ["affine_map", "envelope_fit", "minima_slope"]
+__all__ = ["affine_map", "bracket_range", "envelope_fit", "minima_slope"]
 
 
 @jit
@@ -135,6 +135,146 @@ def minima_slope(
         mad = np.median(np.abs(work[:n] - med))
         keep_all = med + 3.0 * 1.4826 * mad
     return d
+
+
+@jit
+def _objective(
+    u: npt.NDArray[np.float64],
+    v: npt.NDArray[np.float64],
+    wu: npt.NDArray[np.float64],
+    w: npt.NDArray[np.float64],
+    start: int,
+    n: int,
+    d: float,
+    u_now: float,
+    mode: int,
+) -> float:
+    """At slope d, with up = min(v - d*u) and lo = max(w - d*wu) (NaN lower bounds skipped):
+    mode 0 the room up - lo; mode 1 the highest line's value at u_now, up + d*u_now; mode 2
+    minus the lowest line's value there, -(lo + d*u_now). All three are concave in d."""
+    cap = u.shape[0]
+    up = np.inf
+    lo = -np.inf
+    for k in range(n):
+        i = (start + k) % cap
+        a = v[i] - d * u[i]
+        if a < up:
+            up = a
+        b = w[i] - d * wu[i]
+        if b > lo:  # False for NaN
+            lo = b
+    if mode == 0:
+        return up - lo
+    if mode == 1:
+        return up + d * u_now
+    return -(lo + d * u_now)
+
+
+@jit
+def _golden_max(
+    u: npt.NDArray[np.float64],
+    v: npt.NDArray[np.float64],
+    wu: npt.NDArray[np.float64],
+    w: npt.NDArray[np.float64],
+    start: int,
+    n: int,
+    a: float,
+    b: float,
+    u_now: float,
+    mode: int,
+) -> float:
+    """Golden-section search for the maximiser of a concave `_objective` on [a, b]."""
+    g = 0.6180339887498949  # (sqrt(5) - 1) / 2
+    x1 = b - g * (b - a)
+    x2 = a + g * (b - a)
+    f1 = _objective(u, v, wu, w, start, n, x1, u_now, mode)
+    f2 = _objective(u, v, wu, w, start, n, x2, u_now, mode)
+    # 64 steps shrink the interval by 0.618**64 ~ 4e-14: below 1e-16 for a 600 ppm range.
+    for _ in range(64):
+        if f1 < f2:
+            a = x1
+            x1 = x2
+            f1 = f2
+            x2 = a + g * (b - a)
+            f2 = _objective(u, v, wu, w, start, n, x2, u_now, mode)
+        else:
+            b = x2
+            x2 = x1
+            f2 = f1
+            x1 = b - g * (b - a)
+            f1 = _objective(u, v, wu, w, start, n, x1, u_now, mode)
+    return 0.5 * (a + b)
+
+
+@jit
+def _room_edge(
+    u: npt.NDArray[np.float64],
+    v: npt.NDArray[np.float64],
+    wu: npt.NDArray[np.float64],
+    w: npt.NDArray[np.float64],
+    start: int,
+    n: int,
+    inside: float,
+    outside: float,
+) -> float:
+    """Bisection for the edge of {d : room(d) >= 0} between a slope inside it and one out."""
+    if _objective(u, v, wu, w, start, n, outside, 0.0, 0) >= 0.0:
+        return outside
+    for _ in range(64):
+        mid = 0.5 * (inside + outside)
+        if _objective(u, v, wu, w, start, n, mid, 0.0, 0) >= 0.0:
+            inside = mid
+        else:
+            outside = mid
+    return inside
+
+
+@jit
+def bracket_range(
+    u: npt.NDArray[np.float64],
+    v: npt.NDArray[np.float64],
+    wu: npt.NDArray[np.float64],
+    w: npt.NDArray[np.float64],
+    start: int,
+    n: int,
+    d_lo: float,
+    d_hi: float,
+    u_now: float,
+    out: npt.NDArray[np.float64],
+) -> bool:
+    """Every line v = c + d*u, d in [d_lo, d_hi], that lies on or below the upper bounds
+    (u, v) and on or above the lower bounds (wu, w; NaN: none in that slot): the range of
+    their values at u_now and of their slopes.
+
+    out[0], out[1]: lowest and highest value at u_now; out[2], out[3]: lowest and highest
+    slope; out[4]: the slope with the most room between the two sides. The set of such
+    (c, d) is convex, so each extreme is a one-dimensional concave search: the room
+    min(v - d*u) - max(w - d*wu) is concave in d, its non-negative part is an interval of
+    slopes, and over it the highest line's value at u_now is concave and the lowest's
+    convex. Returns False (out untouched) without a lower bound or when no line fits.
+    """
+    cap = u.shape[0]
+    any_lower = False
+    for k in range(n):
+        x = w[(start + k) % cap]
+        if x == x:
+            any_lower = True
+            break
+    if n <= 0 or not any_lower:
+        return False
+    d_best = _golden_max(u, v, wu, w, start, n, d_lo, d_hi, 0.0, 0)
+    if _objective(u, v, wu, w, start, n, d_best, 0.0, 0) < 0.0:
+        return False
+    d1 = _room_edge(u, v, wu, w, start, n, d_best, d_lo)
+    d2 = _room_edge(u, v, wu, w, start, n, d_best, d_hi)
+    d_top = _golden_max(u, v, wu, w, start, n, d1, d2, u_now, 1)
+    d_bot = _golden_max(u, v, wu, w, start, n, d1, d2, u_now, 2)
+    out[0] = -_objective(u, v, wu, w, start, n, d_bot, u_now, 2)
+    out[1] = _objective(u, v, wu, w, start, n, d_top, u_now, 1)
+    out[2] = d1
+    out[3] = d2
+    out[4] = d_best
+    return True
 
 
 @jit

@@ -19,12 +19,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from nmcore import __version__
 from nmcore.config.models import CopSwayConfig, StationConfig
+from nmcore.detect._emg_kernels import clipped_any
 from nmcore.detect.cop import CopResult, cop_from_load_cells, cop_from_six_axis, cop_given
 from nmcore.detect.emg import ALGORITHM_VERSION as EMG_ALGORITHM_VERSION
 from nmcore.detect.emg import EmgOnsetDetector, OnsetEvent, params_hash
@@ -37,6 +39,7 @@ __all__ = ["SwayStage", "TrialEngine"]
 log = logging.getLogger("nmcore.trials")
 
 Emit = Callable[[dict[str, Any]], None]
+Offload = Callable[[Callable[[], dict[str, Any]]], None]
 SWAY_VERSION = "1"
 # a run of this many equal extreme samples reads as a saturated (clipped) front end
 CLIP_RUN = 3
@@ -56,19 +59,9 @@ def _channel_indices(st: StreamState, names: list[str] | None, what: str) -> lis
 
 
 def _clipped(x: np.ndarray) -> bool:
-    """True when a channel sits at its extreme value for CLIP_RUN samples in a row."""
-    for c in range(x.shape[1]):
-        col = x[:, c]
-        col = col[np.isfinite(col)]
-        if col.size < CLIP_RUN:
-            continue
-        for extreme in (col.max(), col.min()):
-            hit = np.flatnonzero(col == extreme)
-            if hit.size >= CLIP_RUN and np.any(
-                hit[CLIP_RUN - 1 :] - hit[: -CLIP_RUN + 1] == CLIP_RUN - 1
-            ):
-                return True
-    return False
+    """True when a channel sits at its extreme value for CLIP_RUN samples in a row (one
+    jitted pass; `clipped_any` is tested against the numpy definition)."""
+    return bool(clipped_any(np.ascontiguousarray(x, dtype=np.float64), CLIP_RUN))
 
 
 @dataclass(slots=True)
@@ -83,10 +76,22 @@ class Trial:
     alarms: dict[int, int] = field(default_factory=dict)
     emg_done: bool = False
     gap: bool = False
+    rest_from_calibration: bool = False
 
 
 class TrialEngine:
-    def __init__(self, station: StationConfig, streams: dict[str, StreamState], emit: Emit) -> None:
+    def __init__(
+        self,
+        station: StationConfig,
+        streams: dict[str, StreamState],
+        emit: Emit,
+        *,
+        offload: Offload | None = None,
+    ) -> None:
+        """`offload`: runs a trial's closing computation (the force-response and cross-check
+        onset fits, ~10-20 ms) elsewhere, e.g. a worker thread, and emits its result; None
+        runs it inline. Windows are copied first, so the job never touches a ring."""
+        self._offload = offload
         self.cfg = station.detectors
         self.trial_cfg = station.trial
         self.streams = streams
@@ -119,7 +124,49 @@ class TrialEngine:
         )
         devices = sorted({s.desc.device_id for s in streams.values()})
         self._provenance_base = {"nmcore_version": __version__, "devices": devices}
-        self._calibrations = {d.id: d.calibration for d in station.devices if d.calibration}
+        # stream id -> calibration id, and the trigger delay a latency calibration measured
+        self._calibrations: dict[str, str] = {}
+        self._latency_ms: dict[str, float] = {}
+        self._trigger_latency_s = 0.0
+        self._emg_rest: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def calibrated(self, stream_id: str, calibration_id: str) -> None:
+        """Name a calibration applied to `stream_id` in every later result."""
+        self._calibrations[stream_id] = calibration_id
+
+    def set_input_latency(self, stream_id: str, delay_s: float, calibration_id: str) -> None:
+        """A latency calibration of `stream_id`: its events happened `delay_s` before the
+        daemon's timestamp of them. Applied to the trigger stream's perturbation onsets."""
+        self._calibrations[stream_id] = calibration_id
+        self._latency_ms[stream_id] = delay_s * 1e3
+        pcfg = self.cfg.perturbation
+        if pcfg is not None and pcfg.source == "trigger" and pcfg.trigger_stream == stream_id:
+            self._trigger_latency_s = delay_s
+
+    def set_emg_rest(self, stream_id: str, cal: Any) -> None:
+        """An EMG calibration of `stream_id`: its rest statistics stand in when a trial has no
+        pre-stimulus rest window (the stream had just started, or the window is missing),
+        provided they were computed with the detector parameters in use."""
+        self._calibrations[stream_id] = cal.id
+        ecfg = self.cfg.emg_onset
+        if ecfg is None or ecfg.stream != stream_id:
+            return
+        st = self.streams[stream_id]
+        by_name = {c.name: c.onset_rest for c in cal.values.channels}
+        stats = [by_name.get(st.desc.channel_names[i]) for i in self._emg_channels]
+        if any(r is None or r.params_hash != self._emg_hash for r in stats):
+            log.info(
+                "%s: calibration %s has no rest statistics for these channels and onset "
+                "parameters; trials without a rest window get no EMG onsets",
+                stream_id,
+                cal.id,
+            )
+            return
+        mu, sd, sig2 = (
+            np.array([getattr(r, key) for r in stats], dtype=np.float64)
+            for key in ("mu", "sd", "sig2")
+        )
+        self._emg_rest = (mu, sd, sig2)
 
     def _stream(self, stream_id: str, path: str) -> StreamState:
         st = self.streams.get(stream_id)
@@ -156,7 +203,7 @@ class TrialEngine:
         edges = rising_edges(col, pcfg.trigger_threshold, self._trigger_prev)
         self._trigger_prev = float(col[-1])
         for e in edges:
-            t_s = float(x.t_s[e])
+            t_s = float(x.t_s[e]) - self._trigger_latency_s
             self._open_trial(t_s, "trigger", alarm_s=t_s)
 
     def _scan_motion(self, st: StreamState) -> None:
@@ -212,6 +259,9 @@ class TrialEngine:
                 "source": source,
                 "onset_s": stimulus_s,
                 "alarm_s": alarm_s,
+                "latency_correction_ms": (
+                    self._trigger_latency_s * 1e3 if source == "trigger" else 0.0
+                ),
             }
         )
         self._try_arm()
@@ -267,11 +317,16 @@ class TrialEngine:
         if idx >= det.head:
             return  # not through the detector yet: arm after the next block
         rest = round(self.cfg.emg_onset.params.rest_window_ms * 1e-3 * st.desc.rate_hz)
-        if idx - rest < st.ring.oldest:
+        no_rest = idx - rest < max(st.ring.oldest, det.head - det.hist_y.shape[0], 0)
+        if no_rest and self._emg_rest is None:
             trial.emg_done = True  # no rest data (the stream just started): no EMG this trial
             return
         try:
-            det.arm(idx)
+            if no_rest:
+                det.arm(idx, rest=self._emg_rest)  # the calibration's rest statistics
+                trial.rest_from_calibration = True
+            else:
+                det.arm(idx)
         except ValueError as exc:
             log.warning("trial %d: EMG not armed: %s", trial.number, exc)
             trial.emg_done = True
@@ -359,6 +414,7 @@ class TrialEngine:
             "clipping": False,
             "incomplete": force,
             "missed": [],
+            "rest_from_calibration": trial.rest_from_calibration,
         }
         end_s = self._window_end_s(trial)
         lo_ms, hi_ms = self.trial_cfg.response_window_ms
@@ -397,53 +453,66 @@ class TrialEngine:
                         "version": r.algorithm_version,
                         "params_hash": r.params_hash,
                     }
-        force_onset_s = None
-        if self.cfg.force_response is not None:
-            fo = self._force_onset(trial)
-            if fo is not None:
-                force_onset_s, res = fo
-                algorithms["force_response"] = {
-                    "name": res.algorithm,
-                    "version": res.algorithm_version,
-                    "params_hash": res.params_hash,
-                }
-        for m in muscles:
-            if force_onset_s is not None and m["onset_s"] is not None:
-                m["motor_ms"] = (force_onset_s - m["onset_s"]) * 1e3
-        cross = self._cross_check(trial)
-        result = {
-            "type": "trial_result",
-            "trial": trial.number,
-            "stimulus_source": trial.source,
-            "stimulus_s": trial.stimulus_s,
-            "muscles": muscles,
-            "force_onset_s": force_onset_s,
-            "postural_response_ms": (
-                (force_onset_s - trial.stimulus_s) * 1e3 if force_onset_s is not None else None
-            ),
-            "cross_check": cross,
-            "quality": quality,
-            "provenance": {
-                **self._provenance_base,
-                "algorithms": algorithms,
-                "calibrations": self._calibrations,
-            },
+        force_job = self._force_job(trial)
+        cross_jobs = self._cross_jobs(trial)
+        provenance = {
+            **self._provenance_base,
+            "calibrations": dict(self._calibrations),
+            "latency_corrections_ms": dict(self._latency_ms),
         }
         self.trials_done += 1
-        self._emit(result)
 
-    def _force_onset(self, trial: Trial) -> tuple[float, MotionOnset] | None:
+        def finish() -> dict[str, Any]:
+            force_onset_s = None
+            if force_job is not None:
+                fo = force_job()
+                if fo is not None:
+                    force_onset_s, res = fo
+                    algorithms["force_response"] = {
+                        "name": res.algorithm,
+                        "version": res.algorithm_version,
+                        "params_hash": res.params_hash,
+                    }
+            for m in muscles:
+                if force_onset_s is not None and m["onset_s"] is not None:
+                    m["motor_ms"] = (force_onset_s - m["onset_s"]) * 1e3
+            cross: dict[str, Any] = {}
+            for source, job in cross_jobs:
+                t = job()
+                if t is not None:
+                    cross[source] = {
+                        "onset_s": t,
+                        "disagreement_ms": (t - trial.stimulus_s) * 1e3,
+                    }
+            return {
+                "type": "trial_result",
+                "trial": trial.number,
+                "stimulus_source": trial.source,
+                "stimulus_s": trial.stimulus_s,
+                "muscles": muscles,
+                "force_onset_s": force_onset_s,
+                "postural_response_ms": (
+                    (force_onset_s - trial.stimulus_s) * 1e3 if force_onset_s is not None else None
+                ),
+                "cross_check": cross,
+                "quality": quality,
+                "provenance": {**provenance, "algorithms": algorithms},
+            }
+
+        if self._offload is None:
+            self._emit(finish())
+        else:
+            self._offload(finish)
+
+    def _force_job(self, trial: Trial) -> Callable[[], tuple[float, MotionOnset] | None] | None:
         cfg = self.cfg.force_response
-        assert cfg is not None
+        if cfg is None:
+            return None
         st = self.streams.get(cfg.stream)
         if st is None:
             return None
         chans = _channel_indices(st, cfg.channels, "force_response.channels")
-        return self._motion_after(st, chans, trial, cfg.params)
-
-    def _motion_after(
-        self, st: StreamState, chans: list[int], trial: Trial, params: Any
-    ) -> tuple[float, MotionOnset] | None:
+        params = cfg.params
         rest_s = params.rest_window_ms * 1e-3
         lo_s, hi_s = (v * 1e-3 for v in self.trial_cfg.response_window_ms)
         # rest ends at the stimulus: a postural response cannot precede it
@@ -453,26 +522,32 @@ class TrialEngine:
         ref = int(np.searchsorted(w.t_s, trial.stimulus_s))
         if w.has_gap or ref < 4 or ref >= len(w.t_s):
             return None
+        data = w.data[:, chans]
+        rate_hz = st.desc.rate_hz
         p = params.model_copy(
-            update={"search_window_ms": hi_s * 1e3, "rest_window_ms": ref / st.desc.rate_hz * 1e3}
+            update={"search_window_ms": hi_s * 1e3, "rest_window_ms": ref / rate_hz * 1e3}
         )
-        try:
-            res = motion_onset(w.data[:, chans], st.desc.rate_hz, ref, p)
-        except ValueError:
-            return None
-        if not res.detected or res.onset_index is None:
-            return None
-        t = float(w.t_s[res.onset_index])
-        if not lo_s <= t - trial.stimulus_s <= hi_s:
-            return None
-        return t, res
 
-    def _cross_check(self, trial: Trial) -> dict[str, Any]:
+        def job() -> tuple[float, MotionOnset] | None:
+            try:
+                res = motion_onset(data, rate_hz, ref, p)
+            except ValueError:
+                return None
+            if not res.detected or res.onset_index is None:
+                return None
+            t = float(w.t_s[res.onset_index])
+            if not lo_s <= t - trial.stimulus_s <= hi_s:
+                return None
+            return t, res
+
+        return job
+
+    def _cross_jobs(self, trial: Trial) -> list[tuple[str, Callable[[], float | None]]]:
         """Onset of the perturbation from every configured source other than the one used."""
         pcfg = self.cfg.perturbation
-        out: dict[str, Any] = {}
+        jobs: list[tuple[str, Callable[[], float | None]]] = []
         if pcfg is None:
-            return out
+            return jobs
         for source, sid, names in (
             ("imu", pcfg.imu_stream, pcfg.imu_channels),
             ("forceplate", pcfg.force_stream, pcfg.force_channels),
@@ -481,26 +556,29 @@ class TrialEngine:
                 continue
             st = self.streams[sid]
             chans = _channel_indices(st, names, f"perturbation.{source}")
-            p = pcfg.onset
+            p = pcfg.onset.model_copy(update={"search_window_ms": 500.0})
             w = st.ring.window_by_time(
                 trial.stimulus_s - 0.2 - p.rest_window_ms * 1e-3, trial.stimulus_s + 0.3
             )
             ref = int(np.searchsorted(w.t_s, trial.stimulus_s - 0.2))
             if w.has_gap or ref < 4 or ref >= len(w.t_s):
                 continue
-            try:
-                res = motion_onset(
-                    w.data[:, chans],
-                    st.desc.rate_hz,
-                    ref,
-                    p.model_copy(update={"search_window_ms": 500.0}),
-                )
-            except ValueError:
-                continue
-            if res.detected and res.onset_index is not None:
-                t = float(w.t_s[res.onset_index])
-                out[source] = {"onset_s": t, "disagreement_ms": (t - trial.stimulus_s) * 1e3}
-        return out
+            jobs.append(
+                (source, partial(_onset_time, w.data[:, chans], w.t_s, st.desc.rate_hz, ref, p))
+            )
+        return jobs
+
+
+def _onset_time(
+    data: np.ndarray, t_s: np.ndarray, rate_hz: float, ref: int, p: Any
+) -> float | None:
+    try:
+        res = motion_onset(data, rate_hz, ref, p)
+    except ValueError:
+        return None
+    if res.detected and res.onset_index is not None:
+        return float(t_s[res.onset_index])
+    return None
 
 
 class SwayStage:

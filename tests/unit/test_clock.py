@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from nmcore._clock_kernels import affine_map, envelope_fit, minima_slope
+from nmcore._clock_kernels import affine_map, bracket_range, envelope_fit, minima_slope
 from nmcore.clock import ClockModel, TickUnwrapper
 
 FloatArray = npt.NDArray[np.float64]
@@ -326,6 +326,90 @@ def test_minima_slope_matches_numpy_and_ignores_stalled_bins(seed: int, impl: st
     d = fn(ru, rv, start, n, np.zeros(cap))
     assert d == pytest.approx(minima_slope_reference(u, v), abs=1e-9)
     assert abs(d - -120e-6) < 30e-6
+
+
+def bracket_reference(
+    u: FloatArray,
+    v: FloatArray,
+    wu: FloatArray,
+    w: FloatArray,
+    d_lo: float,
+    d_hi: float,
+    u_now: float,
+) -> tuple[float, float, float, float]:
+    """The extremes of c + d*u_now and of d over lines between the bounds, by scipy's LP
+    (in ms and ms/s, where HiGHS' 1e-7 tolerances are nanoseconds)."""
+    from scipy.optimize import linprog
+
+    ok = np.isfinite(w)
+    a_ub = np.vstack(
+        [np.column_stack([np.ones_like(u), u]), -np.column_stack([np.ones(ok.sum()), wu[ok]])]
+    )
+    b_ub = np.concatenate([v, -w[ok]]) * 1e3
+    bounds = [(None, None), (d_lo * 1e3, d_hi * 1e3)]
+    found = []
+    for cost in ([1.0, u_now], [-1.0, -u_now], [0.0, 1.0], [0.0, -1.0]):
+        res = linprog(c=cost, A_ub=a_ub, b_ub=b_ub, bounds=bounds, method="highs")
+        assert res.success
+        found.append(float(np.dot(np.abs(cost), res.x)) * 1e-3)
+    return found[0], found[1], found[2], found[3]
+
+
+def room(u: FloatArray, v: FloatArray, wu: FloatArray, w: FloatArray, d: float) -> float:
+    return float(np.min(v - d * u) - np.nanmax(w - d * wu))
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("impl", ["jit", "py"])
+def test_bracket_range_matches_linear_programmes(seed: int, impl: str) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(4, 80))
+    u = np.sort(rng.uniform(0, 60, n)) + np.arange(n) * 1e-3
+    d0 = float(rng.uniform(-150e-6, 150e-6))
+    line = 2e-3 + d0 * u
+    v = line + rng.exponential(0.5e-3, n)  # upper bounds: arrivals
+    wu = u + rng.uniform(0.0, 0.2, n)  # lower bounds sit at their own device times
+    w = 2e-3 + d0 * wu - rng.exponential(0.5e-3, n)
+    w[rng.random(n) < 0.3] = np.nan  # bins without a lower bound
+    w[0] = 2e-3 + d0 * wu[0] - 1e-4  # at least one
+    lim = [300e-6, 300e-6, 50e-6, 1e-3, 0.0, 300e-6][seed]
+    if lim < abs(d0):
+        lim = abs(d0)  # the true line must stay feasible
+    cap = n + int(rng.integers(0, 5))
+    start = int(rng.integers(0, cap))
+    ru, rv = ring(u, v, start, cap)
+    rwu, rw = ring(wu, w, start, cap)
+    u_now = float(u[-1]) + 0.3
+    fn = bracket_range if impl == "jit" else bracket_range.py_func  # type: ignore[attr-defined]
+    out = np.zeros(5)
+    assert fn(ru, rv, rwu, rw, start, n, -lim, lim, u_now, out)
+    lo_ref, hi_ref, d1_ref, d2_ref = bracket_reference(u, v, wu, w, -lim, lim, u_now)
+    assert out[0] == pytest.approx(lo_ref, abs=1e-11)
+    assert out[1] == pytest.approx(hi_ref, abs=1e-11)
+    assert out[2] == pytest.approx(d1_ref, abs=1e-11)
+    assert out[3] == pytest.approx(d2_ref, abs=1e-11)
+    truth_now = 2e-3 + d0 * u_now
+    assert out[0] - 1e-12 <= truth_now <= out[1] + 1e-12
+    grid = np.linspace(-lim, lim, 2001)
+    best = max(room(u, v, wu, w, d) for d in grid)
+    assert room(u, v, wu, w, float(out[4])) >= best - 1e-12
+
+
+@pytest.mark.parametrize("impl", ["jit", "py"])
+def test_bracket_range_refuses_without_lower_bounds_or_when_nothing_fits(impl: str) -> None:
+    fn = bracket_range if impl == "jit" else bracket_range.py_func  # type: ignore[attr-defined]
+    u = np.linspace(0.0, 10.0, 11)
+    v = 1e-3 + np.zeros(11)
+    out = np.full(5, -7.0)
+    assert not fn(u, v, u, np.full(11, np.nan), 0, 11, -1e-4, 1e-4, 10.0, out)
+    w = np.full(11, np.nan)
+    w[5] = 2e-3  # a "lower bound" above every upper one: no line fits
+    assert not fn(u, v, u, w, 0, 11, -1e-4, 1e-4, 10.0, out)
+    assert np.all(out == -7.0)  # untouched
+    w[5] = 1e-3 - 1e-5  # a fixed slope: the band of that slope only
+    assert fn(u, v, u, w, 0, 11, 0.0, 0.0, 10.0, out)
+    assert (out[0], out[1]) == (pytest.approx(1e-3 - 1e-5), pytest.approx(1e-3))
+    assert out[2] == out[3] == 0.0
 
 
 @pytest.mark.parametrize("impl", ["jit", "py"])

@@ -492,6 +492,18 @@ class NmcoreSerialDriver:
             raise self._refused(name, reply)
         return reply
 
+    # trigger edges are stamped by the device's microsecond clock, not sampled
+    edge_resolution_s = 1e-6
+
+    async def loopback_trigger(self, pulse_s: float) -> int:
+        """Drive the loopback output high for `pulse_s` (latency calibration); returns the
+        device clock (raw u32 us) when it went high. The edge comes back as a trigger edge."""
+        pulse_us = round(pulse_s * 1e6)
+        if not 1 <= pulse_us <= 65535:
+            raise ValueError(f"pulse_s={pulse_s}: the firmware takes 1 us to 65.535 ms")
+        reply = await self.command("loopback_trigger", pulse_us=pulse_us)
+        return int(reply.fields["output_us"])
+
     def _check_identity(self, fields: dict[str, Any]) -> None:
         self.identity = fields
         dev = self.device_id

@@ -138,6 +138,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from nmcore.cli import calibrate
+
+    return calibrate.run(args)
+
+
 def _cmd_devices(args: argparse.Namespace) -> int:
     from nmcore.cli import devices
 
@@ -208,6 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     _devices_arguments(p)
     p.set_defaults(func=_cmd_devices)
+
+    p = sub.add_parser(
+        "calibrate",
+        help="guided calibration: forceplate, emg, imu, latency; `check` before a session",
+    )
+    from nmcore.cli.calibrate import add_arguments as _calibrate_arguments
+
+    _calibrate_arguments(p)
+    p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("schema", help="print a JSON Schema")
     p.add_argument("what", choices=["config", "messages"])

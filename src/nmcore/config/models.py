@@ -16,6 +16,7 @@ from nmcore.model import StreamKind
 
 __all__ = [
     "BufferConfig",
+    "CalibrationConfig",
     "CopSwayConfig",
     "DetectorsConfig",
     "DeviceConfig",
@@ -66,7 +67,11 @@ class DeviceConfig(Strict):
     )
     backoff_initial_s: float = Field(0.5, gt=0, le=60)
     backoff_max_s: float = Field(30.0, gt=0, le=3600)
-    calibration: str | None = Field(None, description="calibration id the daemon applies")
+    calibration: str | list[str] | None = Field(
+        None,
+        description="calibration id(s) to apply, pinned (default: the newest passing one of "
+        "each kind, see [calibration])",
+    )
 
 
 class ChannelConfig(Strict):
@@ -136,6 +141,21 @@ class RecordingConfig(Strict):
     rotate_mb: float = Field(512.0, gt=1)
     rotate_s: float = Field(3600.0, gt=10)
     min_free_mb: float = Field(500.0, ge=0)
+
+
+class CalibrationConfig(Strict):
+    """Where `nmcore calibrate` writes calibration files and which ones the daemon applies."""
+
+    directory: Path | None = Field(None, description="default: <state dir>/calibration")
+    apply: Literal["latest", "pinned", "none"] = Field(
+        "latest",
+        description="latest: the newest passing file per device and kind (a device's pinned "
+        "ids win); pinned: only the ids given in devices[].calibration; none: raw data",
+    )
+    max_age_h: float = Field(
+        24.0, gt=0, description="older calibrations are flagged by `calibrate check` and logged"
+    )
+    g_mps2: float = Field(9.80665, gt=9.7, lt=9.9, description="local gravity for mass steps")
 
 
 class PerturbationConfig(Strict):
@@ -237,6 +257,7 @@ class StationConfig(Strict):
     trial: TrialConfig = TrialConfig()
     mqtt: MqttConfig = MqttConfig()
     recording: RecordingConfig = RecordingConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
 
     @model_validator(mode="after")
     def _unique_ids(self) -> StationConfig:

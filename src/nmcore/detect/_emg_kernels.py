@@ -100,8 +100,10 @@ def ml_variance_change(hist_d: np.ndarray, c: int, lo: int, hi: int, kend: int, 
     best_j = hi
     total = 0.0
     j = kend
+    pos = kend % n_hist  # the ring position moves with j: no modulo per sample
     while j >= lo:
-        total += hist_d[j % n_hist, c] / sig2
+        total += hist_d[pos, c] / sig2
+        pos = pos - 1 if pos > 0 else n_hist - 1
         if j <= hi:
             n = kend - j + 1
             r = total / n
@@ -115,6 +117,11 @@ def ml_variance_change(hist_d: np.ndarray, c: int, lo: int, hi: int, kend: int, 
 
 
 _RAMP_REACH = 0.5
+# ml_ramp_change sums log(ratio) over a ramp as the log of products of this many ratios:
+# a logarithm costs ~10x a product; (1 + b)^8 stays finite for b up to 1e36 (beyond it, one
+# logarithm per sample; b = a^2 / sig2 that large only with a flat, clipped rest).
+_LOG_CHUNK = 8
+_LOG_CHUNK_MAX_B = 1e36
 
 
 @jit
@@ -135,27 +142,79 @@ def ml_ramp_change(
     over R samples; R = 0 is a step). j in [lo, hi], R in {ramp_max * m / ramp_n}; a^2 by the
     method of moments, sum(d - sig2) / sum(w). The log-likelihood is counted in independent
     samples (x kappa) and a ramp pays `penalty` for its extra parameter, so a step onset is not
-    pulled early by a ramp fitted to noise. Returns the j of the best (j, R)."""
+    pulled early by a ramp fitted to noise. Returns the j of the best (j, R).
+
+    Cost: after the ramp (w = 1) every term of the log-likelihood shares one ratio
+    1 + a^2 / sig2, so the plateau's sum is n_plateau * log(ratio) and a prefix sum of d;
+    only the <= R ramp samples are summed term by term: O(R) per candidate instead of
+    O(kend - j), and the step (R = 0) is O(1).
+    """
     n_hist = hist_d.shape[0]
     best = -1.0
     best_j = hi
+    n_all = kend - lo + 1
+    if n_all <= 0 or hi < lo:
+        return best_j
+    # csum[t] = d[lo] + ... + d[lo + t - 1]
+    csum = np.empty(n_all + 1)
+    csum[0] = 0.0
+    acc = 0.0
+    pos = lo % n_hist
+    for t in range(n_all):
+        acc += hist_d[pos, c]
+        csum[t + 1] = acc
+        pos += 1
+        if pos == n_hist:
+            pos = 0
+    total = csum[n_all]
+    # w2[t] = w^2 of the t-th ramp sample (t / R)^2, wcum[t] = w2[1] + ... + w2[t]
+    w2 = np.empty(ramp_max + 1)
+    wcum = np.empty(ramp_max + 1)
+    inv_sig2 = 1.0 / sig2
     for m in range(ramp_n + 1):
         ramp = (ramp_max * m) // ramp_n
+        wcum[0] = 0.0
+        for t in range(1, ramp + 1):
+            w = t / ramp
+            w2[t] = w * w
+            wcum[t] = wcum[t - 1] + w2[t]
         for j in range(max(lo, hi - int(_RAMP_REACH * ramp)), hi + 1):
-            excess = 0.0
-            wsum = 0.0
-            for i in range(j, kend + 1):
-                w = 1.0 if ramp == 0 else min(1.0, (i - j + 1) / ramp)
-                wsum += w * w
-                excess += hist_d[i % n_hist, c] - sig2
+            n = kend - j + 1
+            if n <= 0:
+                continue
+            n_ramp = min(n, ramp)
+            n_flat = n - n_ramp
+            excess = (total - csum[j - lo]) - n * sig2
+            wsum = wcum[n_ramp] + n_flat
             if excess <= 0.0 or wsum <= 0.0:
                 continue
-            a2 = excess / wsum
-            gain = 0.0
-            for i in range(j, kend + 1):
-                w = 1.0 if ramp == 0 else min(1.0, (i - j + 1) / ramp)
-                ratio = 1.0 + a2 * w * w / sig2
-                gain += -np.log(ratio) + hist_d[i % n_hist, c] / sig2 * (1.0 - 1.0 / ratio)
+            b = excess / wsum * inv_sig2  # a^2 / sig2
+            # sum of log(ratio) as the log of products of _LOG_CHUNK ratios (each <= 1 + b,
+            # so no overflow while b <= _LOG_CHUNK_MAX_B): one logarithm per chunk
+            chunk = _LOG_CHUNK if b <= _LOG_CHUNK_MAX_B else 1
+            log_sum = 0.0
+            prod = 1.0
+            in_chunk = 0
+            dsum = 0.0  # sum of d (1 - 1 / ratio)
+            pos = j % n_hist
+            for t in range(1, n_ramp + 1):
+                ratio = 1.0 + b * w2[t]
+                prod *= ratio
+                in_chunk += 1
+                if in_chunk == chunk:
+                    log_sum += np.log(prod)
+                    prod = 1.0
+                    in_chunk = 0
+                dsum += hist_d[pos, c] * (1.0 - 1.0 / ratio)
+                pos += 1
+                if pos == n_hist:
+                    pos = 0
+            log_sum += np.log(prod)
+            gain = dsum * inv_sig2 - log_sum
+            if n_flat > 0:
+                ratio = 1.0 + b
+                flat_d = total - csum[j + n_ramp - lo]
+                gain += -n_flat * np.log(ratio) + flat_d * inv_sig2 * (1.0 - 1.0 / ratio)
             gain = 0.5 * kappa * gain - (penalty if ramp > 0 else 0.0)
             if gain > best:
                 best = gain
@@ -170,11 +229,15 @@ def _early_late_ratio(hist_d: np.ndarray, c: int, j: int, early: int, kend: int)
     n_hist = hist_d.shape[0]
     split = min(j + early, kend)
     a = 0.0
-    for i in range(j, split):
-        a += hist_d[i % n_hist, c]
+    pos = j % n_hist
+    for _ in range(j, split):
+        a += hist_d[pos, c]
+        pos = pos + 1 if pos < n_hist - 1 else 0
     b = 0.0
-    for i in range(split, kend + 1):
-        b += hist_d[i % n_hist, c]
+    pos = split % n_hist
+    for _ in range(split, kend + 1):
+        b += hist_d[pos, c]
+        pos = pos + 1 if pos < n_hist - 1 else 0
     if split <= j or b <= 0.0:
         return 1.0
     return (a / (split - j)) / (b / (kend + 1 - split))
@@ -673,12 +736,18 @@ def burst_metrics(
     area = 0.0
     thr2 = offset_rms * offset_rms * window
     offset = -1
+    # ring positions advance with i (an integer modulo per sample cost more than the rest)
+    pos = onset % n_hist
+    old_pos = pos
     for i in range(onset, end):
-        v = hist_y[i % n_hist, c]
+        v = hist_y[pos, c]
         acc += v * v
         if i - window >= onset:
-            old = hist_y[(i - window) % n_hist, c]
+            old = hist_y[old_pos, c]
             acc -= old * old
+            old_pos += 1
+            if old_pos == n_hist:
+                old_pos = 0
         n = min(window, i - onset + 1)
         if i - onset >= window and acc < thr2:
             offset = i
@@ -687,6 +756,112 @@ def burst_metrics(
         peak = max(peak, rms)
         area += rms
         total += v * v
+        pos += 1
+        if pos == n_hist:
+            pos = 0
     stop = offset if offset >= 0 else end
     mean_sq = total / max(1, stop - onset)
     return offset, peak, area, mean_sq
+
+
+@jit
+def rest_statistics(hist: np.ndarray, start: int, stop: int, fstate: np.ndarray) -> None:
+    """Rest statistics of every channel over absolute samples [start, stop), into `fstate`:
+    F_MU and F_SD the mean and (population) SD of hist_d, F_SIG2 the mean square of hist_y,
+    SD and mean square floored at the smallest normal float. Sums run sample by sample, the
+    order in which numpy reduces a (samples, channels) array along axis 0 when it has two or
+    more channels, so the results equal `mean(axis=0)` / `std(axis=0)` there bit for bit."""
+    hist_y = hist[0]
+    hist_d = hist[1]
+    n_hist = hist_d.shape[0]
+    n_ch = hist_d.shape[1]
+    n = stop - start
+    tiny = np.finfo(np.float64).tiny
+    s = np.zeros(n_ch)
+    s_yy = np.zeros(n_ch)
+    pos = start % n_hist
+    for _ in range(n):
+        for c in range(n_ch):
+            s[c] += hist_d[pos, c]
+            y = hist_y[pos, c]
+            s_yy[c] += y * y
+        pos += 1
+        if pos == n_hist:
+            pos = 0
+    mu = s / n
+    s_dev = np.zeros(n_ch)
+    pos = start % n_hist
+    for _ in range(n):
+        for c in range(n_ch):
+            dev = hist_d[pos, c] - mu[c]
+            s_dev[c] += dev * dev
+        pos += 1
+        if pos == n_hist:
+            pos = 0
+    for c in range(n_ch):
+        fstate[c, F_MU] = mu[c]
+        fstate[c, F_SD] = max(np.sqrt(s_dev[c] / n), tiny)
+        fstate[c, F_SIG2] = max(s_yy[c] / n, tiny)
+
+
+@jit
+def burst_metrics_all(
+    hist_y: np.ndarray,
+    onsets: np.ndarray,
+    ends: np.ndarray,
+    window: int,
+    offset_rms: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """`burst_metrics` of every channel c with onsets[c] >= 0 in one call (a trial's results
+    cost one dispatch, not one per channel): out[c] <- (offset, peak, area, mean square)."""
+    for c in range(onsets.shape[0]):
+        if onsets[c] < 0:
+            continue
+        off, peak, area, mean_sq = burst_metrics(
+            hist_y, c, onsets[c], ends[c], window, offset_rms[c]
+        )
+        out[c, 0] = off
+        out[c, 1] = peak
+        out[c, 2] = area
+        out[c, 3] = mean_sq
+
+
+@jit
+def clipped_any(x: np.ndarray, run: int) -> bool:
+    """True when a channel of x (n_samples, n_channels) sits at its largest or at its
+    smallest finite value for `run` (>= 2) finite samples in a row: a saturated amplifier.
+    Non-finite samples are skipped (they neither count nor break a run). One pass, rows
+    outer (memory order): per channel the extreme so far, the current run at it and the
+    longest run at it since it was set (a new extreme restarts both)."""
+    n_ch = x.shape[1]
+    hi = np.full(n_ch, -np.inf)
+    lo = np.full(n_ch, np.inf)
+    cur_hi = np.zeros(n_ch, dtype=np.int64)
+    cur_lo = np.zeros(n_ch, dtype=np.int64)
+    best_hi = np.zeros(n_ch, dtype=np.int64)
+    best_lo = np.zeros(n_ch, dtype=np.int64)
+    for i in range(x.shape[0]):
+        for c in range(n_ch):
+            v = x[i, c]
+            if not np.isfinite(v):
+                continue
+            if v > hi[c]:
+                hi[c] = v
+                cur_hi[c] = 0
+                best_hi[c] = 0
+            if v == hi[c]:
+                cur_hi[c] += 1
+                best_hi[c] = max(best_hi[c], cur_hi[c])
+            else:
+                cur_hi[c] = 0
+            if v < lo[c]:
+                lo[c] = v
+                cur_lo[c] = 0
+                best_lo[c] = 0
+            if v == lo[c]:
+                cur_lo[c] += 1
+                best_lo[c] = max(best_lo[c], cur_lo[c])
+            else:
+                cur_lo[c] = 0
+    return bool(np.any(best_hi >= run)) or bool(np.any(best_lo >= run))

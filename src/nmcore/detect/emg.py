@@ -343,29 +343,55 @@ class EmgOnsetDetector:
                     out.append(OnsetEvent("miss", c, int(self.istate[c, k.I_END])))
         return out
 
-    def arm(self, stimulus_index: int) -> None:
-        """Start a trial whose stimulus is absolute sample `stimulus_index`."""
+    def arm(
+        self,
+        stimulus_index: int,
+        rest: tuple[FloatArray, FloatArray, FloatArray] | None = None,
+    ) -> None:
+        """Start a trial whose stimulus is absolute sample `stimulus_index`.
+
+        `rest`: the rest statistics (mean and SD of the test-domain value, mean square of the
+        band-passed signal; one per channel) to use instead of the pre-stimulus window, e.g.
+        from an EMG calibration (`nmcore.calibration.emg`) when no rest window exists."""
         p = self.params
-        rest = _ms(p.rest_window_ms, self.rate_hz)
+        rest_n = _ms(p.rest_window_ms, self.rate_hz)
         head = self.head
         n_hist = self.hist_y.shape[0]
-        if stimulus_index - rest < max(0, head - n_hist):
+        if stimulus_index > head:
+            raise ValueError(f"stimulus_index {stimulus_index} is after the newest sample {head}")
+        if rest is not None:
+            if stimulus_index < max(0, head - n_hist):
+                raise ValueError(f"stimulus_index {stimulus_index} is no longer in the history")
+            tiny = np.finfo(np.float64).tiny
+            mu, sd, sig2 = (
+                np.broadcast_to(np.asarray(v, np.float64), (self.n_channels,)) for v in rest
+            )
+            self.fstate[:, k.F_MU] = mu
+            self.fstate[:, k.F_SD] = np.maximum(sd, tiny)
+            self.fstate[:, k.F_SIG2] = np.maximum(sig2, tiny)
+            self._start(stimulus_index)
+            return
+        if stimulus_index - rest_n < max(0, head - n_hist):
             raise ValueError(
                 f"stimulus_index {stimulus_index}: the rest window ({p.rest_window_ms} ms) is "
                 "not in the history; process more pre-stimulus data or shorten rest_window_ms"
             )
-        if stimulus_index > head:
-            raise ValueError(f"stimulus_index {stimulus_index} is after the newest sample {head}")
-        idx = np.arange(stimulus_index - rest, stimulus_index) % n_hist
-        d = self.hist_d[idx]
-        y = self.hist_y[idx]
-        mu = d.mean(axis=0)
-        sd = d.std(axis=0)
-        sig2 = (y * y).mean(axis=0)
-        tiny = np.finfo(np.float64).tiny
-        self.fstate[:, k.F_MU] = mu
-        self.fstate[:, k.F_SD] = np.maximum(sd, tiny)
-        self.fstate[:, k.F_SIG2] = np.maximum(sig2, tiny)
+        if self.n_channels > 1:
+            # one jitted pass; equal bit for bit to the numpy below (same summation order)
+            k.rest_statistics(self.hist, stimulus_index - rest_n, stimulus_index, self.fstate)
+        else:
+            # numpy sums a single column pairwise: kept so one-channel results do not move
+            idx = np.arange(stimulus_index - rest_n, stimulus_index) % n_hist
+            d = self.hist_d[idx]
+            y = self.hist_y[idx]
+            tiny = np.finfo(np.float64).tiny
+            self.fstate[:, k.F_MU] = d.mean(axis=0)
+            self.fstate[:, k.F_SD] = np.maximum(d.std(axis=0), tiny)
+            self.fstate[:, k.F_SIG2] = np.maximum((y * y).mean(axis=0), tiny)
+        self._start(stimulus_index)
+
+    def _start(self, stimulus_index: int) -> None:
+        p = self.params
         self.istate[:, k.I_PHASE] = k.P_ARMED
         self.istate[:, k.I_CURSOR] = stimulus_index
         self.istate[:, k.I_STIM] = stimulus_index
@@ -409,56 +435,69 @@ class EmgOnsetDetector:
         sample index (or None); offsets use the data up to now."""
         if self._stimulus is None:
             raise RuntimeError("results() before arm(): no trial has been started")
-        return [self._result(c, times_s) for c in range(self.n_channels)]
-
-    def _result(self, c: int, times_s: FloatArray | None) -> Onset:
-        head = self.head
-        phase = int(self.istate[c, k.I_PHASE])
-        onset = int(self.istate[c, k.I_ONSET]) if phase == k.P_DONE else -1
-        alarm = int(self.istate[c, k.I_ALARM])
-        base = {
-            "channel": c,
-            "algorithm": f"emg_onset.{self.params.method}",
-            "algorithm_version": ALGORITHM_VERSION,
-            "params_hash": self._hash,
-        }
-        if onset < 0:
-            return Onset(
-                onset_index=None,
-                alarm_index=alarm if alarm >= 0 else None,
-                offset_index=None,
-                peak=None,
-                area=None,
-                snr_db=None,
-                detected=False,
-                **base,  # type: ignore[arg-type]
+        istate = self.istate
+        done = istate[:, k.I_PHASE] == k.P_DONE
+        onsets = np.where(done, istate[:, k.I_ONSET], -1)
+        sig2 = self.fstate[:, k.F_SIG2].copy()
+        ends = np.maximum(np.minimum(self.head, istate[:, k.I_END]), onsets + 1)
+        metrics = np.zeros((self.n_channels, 4))
+        # every channel's burst metrics in one jitted call (one dispatch per trial)
+        k.burst_metrics_all(
+            self.hist_y,
+            onsets,
+            ends,
+            _ms(_OFFSET_RMS_MS, self.rate_hz),
+            self.params.offset_ratio * np.sqrt(sig2),
+            metrics,
+        )
+        algorithm = f"emg_onset.{self.params.method}"
+        out: list[Onset] = []
+        for c, (onset, alarm, s2, (off, peak, area_sum, mean_sq)) in enumerate(
+            zip(
+                onsets.tolist(),
+                istate[:, k.I_ALARM].tolist(),
+                sig2.tolist(),
+                metrics.tolist(),
+                strict=True,
             )
-        sig2 = float(self.fstate[c, k.F_SIG2])
-        end = max(min(head, int(self.istate[c, k.I_END])), onset + 1)
-        win = _ms(_OFFSET_RMS_MS, self.rate_hz)
-        off, peak, area_sum, mean_sq = k.burst_metrics(
-            self.hist_y, c, onset, end, win, self.params.offset_ratio * math.sqrt(sig2)
-        )
-        offset = off if off >= 0 else None
-        area = area_sum / self.rate_hz
-        snr_db = 10.0 * math.log10(mean_sq / sig2) if mean_sq > 0 else None
-
-        def at(i: int | None) -> float | None:
-            return None if times_s is None or i is None else float(times_s[i])
-
-        return Onset(
-            onset_index=onset,
-            alarm_index=alarm,
-            offset_index=offset,
-            peak=peak,
-            area=area,
-            snr_db=snr_db,
-            detected=True,
-            onset_s=at(onset),
-            alarm_s=at(alarm),
-            offset_s=at(offset),
-            **base,  # type: ignore[arg-type]
-        )
+        ):
+            if onset < 0:
+                out.append(
+                    Onset(
+                        channel=c,
+                        onset_index=None,
+                        alarm_index=alarm if alarm >= 0 else None,
+                        offset_index=None,
+                        peak=None,
+                        area=None,
+                        snr_db=None,
+                        detected=False,
+                        algorithm=algorithm,
+                        algorithm_version=ALGORITHM_VERSION,
+                        params_hash=self._hash,
+                    )
+                )
+                continue
+            offset = int(off) if off >= 0 else None
+            out.append(
+                Onset(
+                    channel=c,
+                    onset_index=onset,
+                    alarm_index=alarm,
+                    offset_index=offset,
+                    peak=peak,
+                    area=area_sum / self.rate_hz,
+                    snr_db=10.0 * math.log10(mean_sq / s2) if mean_sq > 0 else None,
+                    detected=True,
+                    algorithm=algorithm,
+                    algorithm_version=ALGORITHM_VERSION,
+                    params_hash=self._hash,
+                    onset_s=None if times_s is None else float(times_s[onset]),
+                    alarm_s=None if times_s is None else float(times_s[alarm]),
+                    offset_s=None if times_s is None or offset is None else float(times_s[offset]),
+                )
+            )
+        return out
 
 
 def emg_onsets(

@@ -116,6 +116,9 @@ class DeviceStatusMessage(MessageBase):
     clock: ClockFigures = ClockFigures()
     counters: DeviceCounters = DeviceCounters()
     battery_pct: float | None = Field(None, ge=0, le=100, description="None where unknown")
+    calibration_ids: list[str] = Field(
+        default_factory=list, description="calibrations the daemon applies to this device"
+    )
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -140,6 +143,9 @@ class PerturbationEvent(MessageBase):
     disagreement_ms: float | None = Field(
         None, description="cross-check between two sources (e.g. trigger vs force plate)"
     )
+    latency_correction_ms: float = Field(
+        0.0, description="calibrated input delay already subtracted from onset_s"
+    )
 
 
 class OnsetEvent(MessageBase):
@@ -156,7 +162,7 @@ class OnsetEvent(MessageBase):
     algorithm: str = Field(max_length=64)
     algorithm_version: str = Field(max_length=32)
     params_hash: str = Field(max_length=64)
-    quality: OnsetQuality = OnsetQuality()
+    quality: OnsetQuality = Field(default_factory=OnsetQuality)
 
 
 class GapEvent(MessageBase):
@@ -218,7 +224,7 @@ class MuscleOnset(BaseModel):
     motor_ms: float | None = None
     peak: float | None = Field(None, description="peak of the filtered EMG, signal units")
     area: float | None = Field(None, description="envelope area over the burst, units x s")
-    quality: OnsetQuality = OnsetQuality()
+    quality: OnsetQuality = Field(default_factory=OnsetQuality)
 
 
 class AlgorithmRef(BaseModel):
@@ -240,7 +246,13 @@ class Provenance(BaseModel):
     nmcore_version: str
     device_ids: list[str] = Field(default_factory=list)
     calibration_ids: dict[str, str] = Field(
-        default_factory=dict, description="device id -> calibration id applied"
+        default_factory=dict,
+        description="stream id -> id of the calibration applied to it (`nmcore calibrate`)",
+    )
+    latency_corrections_ms: dict[str, float] = Field(
+        default_factory=dict,
+        description="stream id -> constant delay (latency calibration) subtracted from the "
+        "times of its events",
     )
 
 
@@ -258,6 +270,10 @@ class TrialQuality(BaseModel):
     clipping: bool = False
     incomplete: bool = Field(False, description="closed before every stream had the window")
     missed: list[str] = Field(default_factory=list, description="muscles with no onset")
+    rest_from_calibration: bool = Field(
+        False,
+        description="no pre-stimulus rest window: EMG rest statistics came from the calibration",
+    )
 
 
 class TrialResultMessage(MessageBase):

@@ -442,11 +442,12 @@ class SessionRecorder:
         )
 
     def write_calibration(self, device_id: str, data: Mapping[str, Any]) -> None:
-        """Buffer a device calibration; the latest one per device opens every later segment."""
+        """Buffer a device calibration; the latest one per device and kind (`data["kind"]`)
+        opens every later segment."""
         self._queue(
             fmt.ChunkType.CALIBRATION,
             {"device_id": device_id, "t_s": self._clock.now(), "data": dict(data)},
-            keep=(self._calibrations, device_id),
+            keep=(self._calibrations, f"{device_id}/{data.get('kind', '')}"),
         )
 
     def _queue(

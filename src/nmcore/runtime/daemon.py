@@ -23,6 +23,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -60,6 +61,7 @@ from nmcore.publish import (
     TrialResultMessage,
 )
 from nmcore.record import SessionRecorder
+from nmcore.runtime.calibrations import apply_calibrations, select_calibrations
 from nmcore.runtime.messages import to_message, trial_id
 from nmcore.runtime.monitor import LoopLagMonitor
 from nmcore.runtime.notify import Notifier
@@ -184,6 +186,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self.reloading = False
         ctx = DriverContext(clock=self.clock, realtime=realtime, truth=truth, emit=self.emit)
+        self.ctx = ctx
         self.drivers: dict[str, Any] = {}
         descriptors: list[StreamDescriptor] = list(streams or [])
         for dev in station.devices if streams is None else []:
@@ -211,7 +214,17 @@ class Daemon:
         }
         self.outputs: list[dict[str, Any]] = []
         self.keep_outputs = not realtime  # tests and fast runs inspect what was emitted
-        self.trials = TrialEngine(station, self.pipeline.streams, self.output)
+        # trial closing fits run on a worker thread in real time (their kernels release the
+        # GIL) so the loop keeps ingesting; inline in virtual time, where order is exact
+        self._trial_pool: ThreadPoolExecutor | None = None
+        self._trial_jobs: set[asyncio.Future[dict[str, Any]]] = set()
+        self._job_error: BaseException | None = None
+        self.trials = TrialEngine(
+            station,
+            self.pipeline.streams,
+            self.output,
+            offload=self._offload if realtime else None,
+        )
         self.pipeline.add_listener(self.trials.on_block)
         self.sway = (
             SwayStage(station.detectors.cop_sway, self.pipeline.streams, self.output)
@@ -220,6 +233,12 @@ class Daemon:
         )
         if self.sway is not None:
             self.pipeline.add_listener(self.sway.on_block)
+        # raw data from the devices, corrected by the calibrations chosen at start; a replay
+        # re-runs what was recorded, corrections already applied
+        self.calibrations = select_calibrations(station, self.state_dir) if streams is None else []
+        self.applied_calibrations = apply_calibrations(
+            self.calibrations, self.pipeline, self.trials
+        )
         if station.detectors.landing is not None:
             log.warning("detectors.landing runs in `nmcore analyze` only; not live yet")
 
@@ -261,6 +280,34 @@ class Daemon:
                 pub.publish_event(msg)  # type: ignore[arg-type]
         if self._on_output is not None:
             self._on_output(payload if payload is not None else obj)
+
+    def _offload(self, job: Callable[[], dict[str, Any]]) -> None:
+        if self._trial_pool is None:
+            self._trial_pool = ThreadPoolExecutor(1, thread_name_prefix="nmcore-trial")
+        fut = asyncio.get_running_loop().run_in_executor(self._trial_pool, job)
+        self._trial_jobs.add(fut)
+        fut.add_done_callback(self._job_done)
+
+    def _job_done(self, fut: asyncio.Future[dict[str, Any]]) -> None:
+        self._trial_jobs.discard(fut)
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:  # a bug: fail fast, like any other task
+            self._job_error = exc
+            self.stop()
+            return
+        self.output(fut.result())
+
+    async def _drain_trial_jobs(self) -> None:
+        if self._trial_jobs:
+            await asyncio.wait(set(self._trial_jobs))
+        await asyncio.sleep(0)  # let the done callbacks emit
+        if self._trial_pool is not None:
+            self._trial_pool.shutdown(wait=False)
+            self._trial_pool = None
+        if self._job_error is not None:
+            raise self._job_error
 
     def _device_state(self, device_id: str, state: DeviceState, reason: str) -> None:
         log.info("%s: %s%s", device_id, state.value, f" ({reason})" if reason else "")
@@ -395,6 +442,7 @@ class Daemon:
                 await self._run_tasks(t0, duration_s, status_every_s, feeder)
             finally:
                 self.trials.finish()
+                await self._drain_trial_jobs()
                 if self.publisher is not None:
                     self.publisher.set_status("stopping", "shutting down")
                     await self.publisher.flush(timeout_s=2.0)
@@ -417,6 +465,8 @@ class Daemon:
         )
         for st in self.pipeline.streams.values():
             rec.declare_stream(st.desc)
+        for cal in self.calibrations:
+            rec.write_calibration(cal.device_id, cal.model_dump(mode="json"))
         status = rec.status()
         if rec.active:
             log.info("recording to %s (segment %d)", status.session_dir, status.segment)
@@ -592,6 +642,7 @@ class Daemon:
                 missing_samples=sum(s["missing_samples"] for s in streams),
                 duplicate_samples=sum(s["duplicate_samples"] for s in streams),
             ),
+            calibration_ids=[c.id for c in self.calibrations if c.device_id == dev_id],
         )
 
     async def _live_loop(self) -> None:

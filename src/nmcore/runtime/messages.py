@@ -46,6 +46,7 @@ def _provenance(obj: dict[str, Any]) -> Provenance:
         nmcore_version=prov.get("nmcore_version", __version__),
         device_ids=list(prov.get("devices", [])),
         calibration_ids=dict(prov.get("calibrations", {})),
+        latency_corrections_ms=dict(prov.get("latency_corrections_ms", {})),
     )
 
 
@@ -60,6 +61,7 @@ def to_message(obj: dict[str, Any], session: str) -> MessageBase | None:
             source=obj["source"],
             onset_s=obj["onset_s"],
             alarm_s=obj["alarm_s"] if obj.get("alarm_s") is not None else obj["onset_s"],
+            latency_correction_ms=obj.get("latency_correction_ms", 0.0),
         )
     if kind == "onset":
         algo = obj.get("algorithm_ref") or {}
@@ -114,6 +116,7 @@ def to_message(obj: dict[str, Any], session: str) -> MessageBase | None:
                 clipping=bool(q.get("clipping", False)),
                 incomplete=bool(q.get("incomplete", False)),
                 missed=list(q.get("missed", [])),
+                rest_from_calibration=bool(q.get("rest_from_calibration", False)),
             ),
             provenance=_provenance(obj),
         )

@@ -45,6 +45,9 @@ class StreamState:
     unwrapper: TickUnwrapper | None
     period_s: float
     counters: StreamCounters = field(default_factory=StreamCounters)
+    # calibration: y = matrix @ (x - cal_offsets), per sample; then the tare `offsets`
+    cal_offsets: np.ndarray | None = None
+    cal_matrix: np.ndarray | None = None
     offsets: np.ndarray | None = None  # subtracted from every sample (tare), per channel
     # scratch for per-block device times, grown on demand (no allocation per block)
     _dev_t: np.ndarray = field(default_factory=lambda: np.empty(0))
@@ -142,6 +145,20 @@ class Pipeline:
     def add_listener(self, listener: BlockListener) -> None:
         self._listeners.append(listener)
 
+    def set_correction(
+        self, stream_id: str, offsets: np.ndarray, matrix: np.ndarray | None
+    ) -> None:
+        """Apply a calibration to every new sample: y = matrix @ (x - offsets)."""
+        st = self.streams[stream_id]
+        c = st.desc.n_channels
+        off = np.asarray(offsets, dtype=np.float64).reshape(c).copy()
+        m = None
+        if matrix is not None:
+            m = np.asarray(matrix, dtype=np.float64).reshape(c, c)
+            # transposed once here: the block product is then data @ m_t
+            m = None if np.array_equal(m, np.eye(c)) else np.ascontiguousarray(m.T)
+        st.cal_offsets, st.cal_matrix = off, m
+
     def tare(self, stream_id: str, raw_mean: np.ndarray) -> np.ndarray:
         """Zero a stream: `raw_mean` is the mean of what it reads now (already net of any
         earlier tare); returns the total offset now subtracted from every new sample."""
@@ -170,6 +187,10 @@ class Pipeline:
         if adm.n_keep <= 0:
             return
         data = block.data[adm.skip : adm.skip + adm.n_keep]
+        if st.cal_offsets is not None:
+            data = data - st.cal_offsets
+            if st.cal_matrix is not None:
+                data = data @ st.cal_matrix
         if st.offsets is not None:
             data = data - st.offsets
         n_keep = adm.n_keep

@@ -39,6 +39,12 @@ def warm_kernels() -> float:
         for i in range(400):
             clock.observe(unwrap.seconds(i * 10_000) + 0.01, i * 0.01 + 0.0105)
         clock.to_host_array(np.arange(8.0) * 0.001)
+    # several packets per batch (BLE / USB bursts): compiles the batch-bracket kernel too
+    clock = ClockModel(window_s=60.0, nominal_rate_hz=1000.0, min_fit_span_s=0.5)
+    for k in range(200):
+        for j in range(4):
+            clock.observe(0.03 * k + 0.008 * j, 0.03 * k + 0.031)
+    clock.to_host_array(np.arange(8.0) * 0.001)
     SosFilter(butter_sos(2, 10.0, 100.0, "lowpass"), 2).process(np.zeros((4, 2)))
     det = EmgOnsetDetector(1000.0, 2)
     x = rng.standard_normal((1200, 2))

@@ -12,9 +12,16 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from nmcore.driver import DriverContext
-from nmcore.errors import ConfigError, DeviceGoneError
+from nmcore.errors import ConfigError, DeviceError, DeviceGoneError
 from nmcore.model import ChannelSpec, SampleBlock, StreamDescriptor, StreamKind
-from nmcore.sim.device import Generator, SimDevice, SimDeviceOptions, check_transport
+from nmcore.sim.bench import Bench, fire_loopback
+from nmcore.sim.device import (
+    Generator,
+    SimDevice,
+    SimDeviceOptions,
+    check_transport,
+    device_key,
+)
 from nmcore.sim.scenario import Body, BodyOptions, Scenario
 
 __all__ = ["IMU_CHANNELS", "SimDriverBase", "device_key", "stream_descriptor"]
@@ -27,11 +34,6 @@ IMU_CHANNELS = (
     ChannelSpec("gyro_y", "deg/s"),
     ChannelSpec("gyro_z", "deg/s"),
 )
-
-
-def device_key(device_id: str) -> str:
-    """Where a simulated device's running state lives in `DriverContext.shared`."""
-    return f"sim.device.{device_id}"
 
 
 def stream_descriptor(
@@ -148,6 +150,9 @@ class SimDriverBase:
             scenario = Scenario.shared(
                 self.ctx.shared, self.options.scenario, now_s, self.device_id
             )
+            bench = Bench.of(self.ctx.shared)
+            if bench is not None:
+                bench.attach(scenario)  # installed before the first device opened
             dev = SimDevice(
                 self.device_id, self.options, self._streams, scenario, now_s, self.ctx.truth
             )
@@ -195,3 +200,31 @@ class SimDriverBase:
 
     async def close(self) -> None:
         self._open = False
+
+    # -- calibration -------------------------------------------------------------------------
+    def truth_errors(self) -> dict[str, Any]:
+        """The device's true sensor errors (offsets, gains, biases drawn from the seed, mount
+        rotation, trigger delay): what a calibration should recover. No I/O."""
+        return dict(self.options.truth_errors(self.device_id))
+
+    async def loopback_trigger(self, pulse_s: float) -> int:
+        """Raise the trigger output for `pulse_s` (wired back to the trigger input) and return
+        the raw device ticks (modulo 2**timestamp_bits) at which it went high, once it has.
+        The input shows the edge `trigger_delay_ms` later, on the first trigger sample at or
+        after it. Only devices with a trigger stream and a timestamp clock (sim.platform)."""
+        dev = self.device
+        if dev is None or not self._open:
+            raise DeviceGoneError("open the device before a loopback test", self.device_id)
+        if self.options.clock.timestamp_hz <= 0:
+            raise DeviceError(
+                "has no timestamp clock (timestamp_hz = 0) to report the edge in; set "
+                "clock.timestamp_hz",
+                self.device_id,
+            )
+        edge = fire_loopback(dev, self.ctx.clock.now(), pulse_s, 0.0)
+        bench = Bench.of(self.ctx.shared)
+        if bench is not None:
+            bench.note_loopback(edge)
+        await self.ctx.clock.sleep_until(edge.t_s)
+        assert edge.device_ticks is not None
+        return edge.device_ticks

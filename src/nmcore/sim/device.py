@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nmcore.errors import ConfigError
+from nmcore.errors import ConfigError, DeviceGoneError
 from nmcore.model import SampleBlock, StreamDescriptor
 from nmcore.sim.scenario import Scenario, ScenarioOptions, device_rng
 
@@ -44,6 +44,7 @@ __all__ = [
     "SimDeviceOptions",
     "TransportOptions",
     "check_transport",
+    "device_key",
     "packet_samples_for",
 ]
 
@@ -111,12 +112,21 @@ class SimDeviceOptions(BaseModel):
     transport: TransportOptions = TransportOptions()
     faults: FaultOptions = FaultOptions()
 
+    def truth_errors(self, device_id: str) -> dict[str, Any]:
+        """The sensor errors a calibration should recover (device models add theirs)."""
+        return {}
+
     @model_validator(mode="after")
     def _faults_fit(self) -> SimDeviceOptions:
         f = self.faults
         if f.drop_packet_prob + f.corrupt_packet_prob > 0.5:
             raise ValueError("faults: drop_packet_prob + corrupt_packet_prob must be <= 0.5")
         return self
+
+
+def device_key(device_id: str) -> str:
+    """Where a simulated device's running state lives in `DriverContext.shared`."""
+    return f"sim.device.{device_id}"
 
 
 def packet_samples_for(desc: StreamDescriptor, tr: TransportOptions) -> int:
@@ -335,6 +345,9 @@ class SimDevice:
             t_r = t_on_s + f.reset_after_s
             for s in self.streams:
                 s.reset = (s.index_at(t_r), s.index_at(t_r + f.reboot_s))
+        # (world time the output line went high, pulse length s): the loopback test pulses
+        # a trigger generator mixes into its line (see `nmcore.sim.bench`)
+        self.output_pulses: list[tuple[float, float]] = []
         self.losses: list[dict[str, Any]] = []
         self._reset_recorded = False
         self.outages_recorded = 0
@@ -360,6 +373,37 @@ class SimDevice:
                 },
             }
         )
+
+    # -- device clock ------------------------------------------------------------------------
+    def generated_until_s(self) -> float:
+        """World time of the first sample no stream has generated yet: what the generators
+        produce from here on may still change; everything before it is fixed."""
+        return max(s.time_of(s.cache_n0 + s.cache.shape[0]) for s in self.streams)
+
+    def clock_reading(self, t_s: float, stream_index: int = 0) -> tuple[float, int | None]:
+        """The device clock at world time `t_s` as the timestamps of stream `stream_index`
+        count it: (seconds, raw ticks modulo 2**timestamp_bits, None on a counter-only
+        device). After a reset the clock restarts at 0 with the stream's first sample."""
+        s = self.streams[stream_index]
+        clk = self.options.clock
+        f = self.options.faults
+        scale = 1.0 + self.drift
+        if f.reset_after_s is not None and t_s >= self.t_on + f.reset_after_s:
+            t_resume = s.time_of(s.index_at(self.t_on + f.reset_after_s + f.reboot_s))
+            if t_s < t_resume:
+                raise DeviceGoneError("the device is rebooting (simulated reset)", self.device_id)
+            rel_s = (t_s - t_resume) * scale
+            device_s, ticks0 = rel_s, 0
+        else:
+            rel_s = (t_s - self.t_on) * scale
+            device_s = clk.offset_s + rel_s
+            ticks0 = round(clk.offset_s * clk.timestamp_hz)
+        if clk.timestamp_hz <= 0:
+            return device_s, None
+        # whole ticks since the segment start, as the packet timestamps count them; the slack
+        # absorbs the rounding of world time (a sample time gives its packet's ticks)
+        ticks = ticks0 + math.floor(rel_s * clk.timestamp_hz + 1e-6)
+        return device_s, ticks & ((1 << clk.timestamp_bits) - 1)
 
     # -- truth -------------------------------------------------------------------------------
     def record(self, rec: dict[str, Any]) -> None:

@@ -189,8 +189,11 @@ class EmgGenerator:
         self._beats = [b for b in self._beats if b + len(tpl) > start + n] or self._beats[-1:]
         return out
 
-    def generate(self, n_samples: int) -> FloatArray:
-        """The next `n_samples` samples, (n_samples, n_channels) in µV."""
+    def generate(self, n_samples: int, activity_uv: FloatArray | None = None) -> FloatArray:
+        """The next `n_samples` samples, (n_samples, n_channels) in µV.
+
+        `activity_uv` (n_samples, n_channels): an extra burst amplitude (rms µV of the burst
+        carrier) per sample, e.g. a voluntary contraction; it adds to the scheduled bursts."""
         n, ch = int(n_samples), self.n_channels
         start = self._position
         raw = self._noise_rng.standard_normal((n, 4 * ch))
@@ -201,7 +204,10 @@ class EmgGenerator:
         half = self.noise_rms_uv / np.sqrt(2.0)
         out: FloatArray = half * streams[0] + half * streams[1]
         for c in range(ch):
-            out[:, c] += self._envelope(c, start, n) * streams[2][:, c]
+            env = self._envelope(c, start, n)
+            if activity_uv is not None:
+                env = env + activity_uv[:, c]
+            out[:, c] += env * streams[2][:, c]
         if self.tonic_rms_uv > 0.0:
             out += self.tonic_rms_uv * streams[3]
         if self.mains_uv > 0.0:

@@ -6,6 +6,14 @@ latency ~ N(mean, sd) clipped to [latency_min_ms, latency_max_ms], burst duratio
 sd), and whether the muscle responds at all (`respond_prob`). The truth onset is the first
 sample of the burst (sample times on this device's own crystal), with its latency from motion
 onset.
+
+Sensor errors and calibration (all off by default): `gain` per channel (raw = gain * true);
+`dead_channels` read a flat 0 (a broken lead / a channel that is off); `full_scale_uv` is the
+amplifier's input range, every channel clips at +-full_scale_uv; a channel in
+`saturate_channels` has lost its electrode contact: its electrode offset (1.5 x full scale, a
+dry or detached electrode's half-cell potential on a DC-coupled input) pins it to the positive
+rail. `mvc_rms_uv` is the rms of a maximal voluntary contraction: in calibration mode (a
+`Bench` installed) `contract(level)` adds a burst of level * mvc_rms_uv rms.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from pydantic import Field, model_validator
 
 from nmcore.model import ChannelSpec, StreamDescriptor, StreamKind
 from nmcore.sim.base import stream_descriptor
+from nmcore.sim.bench import EmgActivity
 from nmcore.sim.device import (
     ClockOptions,
     Generator,
@@ -34,6 +43,7 @@ FloatArray = npt.NDArray[np.float64]
 
 DEFAULT_MUSCLES = ("tibialis_anterior", "soleus", "gastrocnemius_med", "rectus_femoris")
 PerMuscle = float | list[float]
+_SATURATING_OFFSET = 1.5  # x full scale: the offset of a detached electrode, past the rail
 
 
 class EmgOptions(SimDeviceOptions):
@@ -56,12 +66,21 @@ class EmgOptions(SimDeviceOptions):
     mains_hz: float = Field(50.0, ge=0.0, le=70.0)
     mains_uv: float = Field(0.0, ge=0.0, le=10_000.0)
     ecg_uv: float = Field(0.0, ge=0.0, le=10_000.0)
+    gain: PerMuscle = Field(1.0, description="raw / true, one value or one per channel")
+    dead_channels: list[int] = Field(default_factory=list, description="read a flat 0")
+    saturate_channels: list[int] = Field(
+        default_factory=list, description="pinned to the rail (needs full_scale_uv)"
+    )
+    full_scale_uv: float | None = Field(
+        None, gt=0.0, le=1e6, description="input range +-; None: never clips"
+    )
+    mvc_rms_uv: PerMuscle = Field(300.0, description="rms of a maximal voluntary contraction")
     clock: ClockOptions = ClockOptions(drift_ppm=25.0)
     transport: TransportOptions = TransportOptions(kind="serial")
 
     @model_validator(mode="after")
     def _per_channel_lists(self) -> EmgOptions:
-        for name in ("latency_mean_ms", "latency_sd_ms", "snr_db"):
+        for name in ("latency_mean_ms", "latency_sd_ms", "snr_db", "gain", "mvc_rms_uv"):
             value = getattr(self, name)
             if isinstance(value, list) and len(value) != self.n_channels:
                 raise ValueError(
@@ -75,7 +94,31 @@ class EmgOptions(SimDeviceOptions):
             )
         if self.latency_min_ms >= self.latency_max_ms:
             raise ValueError("latency_min_ms must be below latency_max_ms")
+        if np.any(np.abs(self.per_channel("gain")) < 1e-6):
+            raise ValueError("gain: a gain of 0 reads nothing; list the channel in dead_channels")
+        if np.any(self.per_channel("mvc_rms_uv") <= 0.0):
+            raise ValueError("mvc_rms_uv must be > 0 (typically 100-1000 uV)")
+        for name in ("dead_channels", "saturate_channels"):
+            bad = [c for c in getattr(self, name) if not 0 <= c < self.n_channels]
+            if bad:
+                raise ValueError(
+                    f"{name} {bad} out of range: channels are 0..{self.n_channels - 1}"
+                )
+        if self.saturate_channels and self.full_scale_uv is None:
+            raise ValueError(
+                "saturate_channels needs full_scale_uv (the amplifier's input range, e.g. 5000)"
+            )
         return self
+
+    def truth_errors(self, device_id: str) -> dict[str, Any]:
+        return {
+            "gain": self.per_channel("gain").tolist(),
+            "dead_channels": sorted(self.dead_channels),
+            "saturate_channels": sorted(self.saturate_channels),
+            "full_scale_uv": self.full_scale_uv,
+            "mvc_rms_uv": self.per_channel("mvc_rms_uv").tolist(),
+            "noise_rms_uv": self.noise_rms_uv,
+        }
 
     def per_channel(self, name: str) -> FloatArray:
         value = getattr(self, name)
@@ -155,10 +198,40 @@ def emg_generators(device_id: str, opt: EmgOptions, device: SimDevice) -> list[G
                     }
                 )
 
+    gain = opt.per_channel("gain")
+    mvc_uv = opt.per_channel("mvc_rms_uv")
+    unit_gain = bool(np.all(gain == 1.0))
+    rail_uv = opt.full_scale_uv
+    saturated = sorted(set(opt.saturate_channels))
+    dead = sorted(set(opt.dead_channels))
+
+    def activity(t: FloatArray) -> FloatArray | None:
+        bench = scenario.bench
+        if bench is None:
+            return None
+        out: FloatArray | None = None
+        for i0, i1, act in bench.states_at(device_id, "emg", t):
+            if isinstance(act, EmgActivity):
+                levels = act.levels(ch)
+                if np.any(levels > 0.0):
+                    if out is None:
+                        out = np.zeros((t.shape[0], ch))
+                    out[i0:i1] = levels * mvc_uv
+        return out
+
     def generate(n0: int, t: FloatArray) -> FloatArray:
         if n0 != gen.position:
             raise RuntimeError(f"EMG generator at sample {gen.position}, asked for {n0}")
         schedule(n0, float(t[-1]))
-        return gen.generate(t.shape[0])
+        out = gen.generate(t.shape[0], activity(t))
+        if not unit_gain:
+            out *= gain
+        if rail_uv is not None:
+            if saturated:
+                out[:, saturated] += _SATURATING_OFFSET * rail_uv
+            np.clip(out, -rail_uv, rail_uv, out=out)
+        if dead:
+            out[:, dead] = 0.0
+        return out
 
     return [generate]

@@ -12,18 +12,30 @@ minus the mass times the COM acceleration, so forces and COP are consistent by c
 
 Hops (optional): countermovement, take-off, flight (Fz = 0), landing impact of `hop_peak_bw`
 body weights about 50 ms after touch-down, then a damped settling back to body weight.
+
+Sensor errors (for calibration): the six-axis output is raw = gain * true + zero_offset (+ noise,
+in raw units), per channel. `output = "load_cells"` gives a plate on four vertical load cells
+instead (channels c0..c3, N): the true split (`load_cell_split`) sums to Fz, puts the COP
+exactly where the subject / masses put it (cells at the surface: no dz term) and twists like a
+real, not perfectly rigid plate (bilinear between the corners). Each cell reads
+cell_gain * f + cell_offset_n (+ noise).
+
+In calibration mode (a `Bench` installed) the plate is empty until the bench puts masses, the
+subject or a shake on it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from nmcore.model import ChannelSpec, StreamDescriptor, StreamKind
 from nmcore.sim.base import stream_descriptor
+from nmcore.sim.bench import PlateLoad
 from nmcore.sim.device import (
     ClockOptions,
     Generator,
@@ -35,11 +47,13 @@ from nmcore.sim.scenario import G_MPS2, device_rng
 
 __all__ = [
     "FORCE_CHANNELS",
+    "LOAD_CELL_CHANNELS",
     "ForcePlateOptions",
     "cop_from_plate",
     "forceplate_generators",
     "forceplate_streams",
     "hop_vertical_bw",
+    "load_cell_split",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -52,6 +66,13 @@ FORCE_CHANNELS = (
     ChannelSpec("My", "N.m"),
     ChannelSpec("Mz", "N.m"),
 )
+
+LOAD_CELL_CHANNELS = tuple(ChannelSpec(f"c{i}", "N") for i in range(4))
+# 0.4 m (x, ML) by 0.6 m (y, AP): c0 front left, c1 front right, c2 back right, c3 back left
+_CELLS_M = ((0.2, 0.3), (-0.2, 0.3), (-0.2, -0.3), (0.2, -0.3))
+
+Six = tuple[float, float, float, float, float, float]
+Four = tuple[float, float, float, float]
 
 _PUSH_S = 0.25  # propulsion phase before take-off
 _UNWEIGHT_S = 0.2  # unweighting dip before the propulsion
@@ -75,16 +96,90 @@ class ForcePlateOptions(SimDeviceOptions):
     hop_flight_sd_s: float = Field(0.03, ge=0.0, le=0.2)
     hop_peak_bw: float = Field(3.5, ge=1.2, le=10.0, description="landing impact, body weights")
     hop_peak_sd_bw: float = Field(0.4, ge=0.0, le=3.0)
+    output: Literal["six_axis", "load_cells"] = "six_axis"
+    zero_offset: Six = Field(
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0), description="six_axis raw offsets, N and N.m"
+    )
+    gain: Six = Field((1.0, 1.0, 1.0, 1.0, 1.0, 1.0), description="six_axis raw / true")
+    cell_positions_m: tuple[tuple[float, float], ...] = Field(
+        _CELLS_M, description="load_cells: (x, y) of c0..c3 from the surface centre"
+    )
+    cell_gain: Four = Field((1.0, 1.0, 1.0, 1.0), description="load_cells raw / true")
+    cell_offset_n: Four = Field((0.0, 0.0, 0.0, 0.0), description="load_cells raw offsets")
     clock: ClockOptions = ClockOptions(drift_ppm=18.0, counter_bits=24, timestamp_hz=0.0)
     transport: TransportOptions = TransportOptions(kind="serial")
 
+    @model_validator(mode="after")
+    def _sane_errors(self) -> ForcePlateOptions:
+        for name in ("zero_offset", "gain", "cell_gain", "cell_offset_n"):
+            if not all(math.isfinite(v) for v in getattr(self, name)):
+                raise ValueError(f"{name} must be finite numbers")
+        for name in ("gain", "cell_gain"):
+            if any(abs(v) < 1e-6 for v in getattr(self, name)):
+                raise ValueError(f"{name}: a gain of 0 reads nothing; use 1.0 for a perfect one")
+        if len(self.cell_positions_m) != 4:
+            raise ValueError(
+                f"cell_positions_m has {len(self.cell_positions_m)} cells; give the (x, y) of 4"
+            )
+        a = _cell_matrix(self.cell_positions_m)
+        if np.linalg.matrix_rank(a, tol=1e-6) < 3:
+            raise ValueError(
+                "cell_positions_m: the 4 load cells lie on one line and cannot locate the "
+                "COP; place them at the corners of the plate"
+            )
+        return self
+
+    def truth_errors(self, device_id: str) -> dict[str, Any]:
+        if self.output == "load_cells":
+            return {
+                "output": "load_cells",
+                "cell_positions_m": [list(p) for p in self.cell_positions_m],
+                "cell_gain": list(self.cell_gain),
+                "cell_offset_n": list(self.cell_offset_n),
+                "noise_n": self.force_noise_n,
+            }
+        return {
+            "output": "six_axis",
+            "zero_offset": list(self.zero_offset),
+            "gain": list(self.gain),
+            "plate_dz_m": self.plate_dz_m,
+            "noise": [self.force_noise_n] * 3 + [self.moment_noise_nm] * 3,
+        }
+
+
+def _cell_matrix(cells: tuple[tuple[float, float], ...]) -> FloatArray:
+    """Rows: sum of forces, moment giving Mx (sum y f), moment giving -My (sum x f)."""
+    return np.array([[1.0] * len(cells), [y for _, y in cells], [x for x, _ in cells]])
+
+
+def load_cell_split(
+    fz: FloatArray, mx0: FloatArray, my0: FloatArray, cells: tuple[tuple[float, float], ...]
+) -> FloatArray:
+    """(n, 4) cell forces (N) of a plate on four cells carrying Fz with moments Mx0, My0 about
+    the surface centre: sum f = Fz, sum y f = Mx0, sum x f = -My0 (so the cells give the COP),
+    and sum x y f = Fz cop_x cop_y, the twist of a plate that is not perfectly rigid (bilinear
+    interpolation between the corners of a rectangle). A perfectly rigid plate (the least-norm
+    split alone) would never load the twist mode, and no set of dead weights could then tell
+    the four cell gains apart."""
+    a = _cell_matrix(cells)
+    pinv = np.linalg.pinv(a)  # (4, 3)
+    rhs = np.column_stack([fz, mx0, -my0])
+    out: FloatArray = rhs @ pinv.T
+    null = np.linalg.svd(a)[2][-1]  # the one direction no force or moment sees
+    xy = np.array([x * y for x, y in cells])
+    norm = float(null @ xy)
+    if abs(norm) > 1e-12:
+        safe = np.where(np.abs(fz) > 1e-9, fz, 1.0)
+        twist = np.where(np.abs(fz) > 1e-9, (-my0) * mx0 / safe, 0.0)  # Fz cop_x cop_y
+        out += (twist / norm)[:, None] * null[None, :]
+    return out
+
 
 def forceplate_streams(device_id: str, options: ForcePlateOptions) -> list[StreamDescriptor]:
-    """`<id>.force`: Fx Fy Fz (N), Mx My Mz (N.m)."""
+    """`<id>.force`: Fx Fy Fz (N), Mx My Mz (N.m); with load cells c0..c3 (N)."""
+    chans = LOAD_CELL_CHANNELS if options.output == "load_cells" else FORCE_CHANNELS
     return [
-        stream_descriptor(
-            device_id, "force", StreamKind.FORCE, options.rate_hz, FORCE_CHANNELS, options
-        )
+        stream_descriptor(device_id, "force", StreamKind.FORCE, options.rate_hz, chans, options)
     ]
 
 
@@ -167,7 +262,8 @@ def forceplate_generators(
     )
     state: dict[str, Any] = {"next_trial": 0, "next_hop": 0}
 
-    def generate(n0: int, t: FloatArray) -> FloatArray:
+    def subject(t: FloatArray) -> FloatArray:
+        """(n, 6) Fx, Fy, Fz, and Mx, My about the surface centre, Mz: the standing subject."""
         n = t.shape[0]
         pos, _vel, acc, trials = scenario.body_com(t, device.sink)
         for tr in trials:
@@ -214,13 +310,42 @@ def forceplate_generators(
         out[:, 0] = -opt.mass_kg * acc[:, 1] * vert
         out[:, 1] = -opt.mass_kg * acc[:, 0] * vert
         out[:, 2] = fz
-        out[:, 3] = cop_y * fz + dz * out[:, 1]
-        out[:, 4] = -cop_x * fz - dz * out[:, 0]
+        out[:, 3] = cop_y * fz
+        out[:, 4] = -cop_x * fz
         out[:, 5] = cop_x * out[:, 1] - cop_y * out[:, 0]
-        if opt.force_noise_n > 0.0 or opt.moment_noise_nm > 0.0:
-            noise = noise_rng.standard_normal((n, 6))
-            out[:, :3] += opt.force_noise_n * noise[:, :3]
-            out[:, 3:] += opt.moment_noise_nm * noise[:, 3:]
+        return out
+
+    load_cells = opt.output == "load_cells"
+    gain = np.asarray(opt.cell_gain if load_cells else opt.gain)
+    offset = np.asarray(opt.cell_offset_n if load_cells else opt.zero_offset)
+    exact = bool(np.all(gain == 1.0) and np.all(offset == 0.0))
+
+    def generate(n0: int, t: FloatArray) -> FloatArray:
+        n = t.shape[0]
+        bench = scenario.bench
+        if bench is None:
+            true = subject(t)
+        else:
+            # the subject before calibration mode; then whatever the bench put on the plate
+            true = np.zeros((n, 6))
+            for i0, i1, load in bench.states_at(device_id, "plate", t):
+                if not isinstance(load, PlateLoad) or load.subject:
+                    true[i0:i1] = subject(t[i0:i1])
+                if isinstance(load, PlateLoad):
+                    true[i0:i1] += load.forces(t[i0:i1])
+        if load_cells:
+            out = load_cell_split(true[:, 2], true[:, 3], true[:, 4], opt.cell_positions_m)
+            noise_sd = np.full(4, opt.force_noise_n)
+        else:
+            # moments about the origin, dz below the surface (module docstring)
+            out = true
+            out[:, 3] += dz * true[:, 1]
+            out[:, 4] -= dz * true[:, 0]
+            noise_sd = np.array([opt.force_noise_n] * 3 + [opt.moment_noise_nm] * 3)
+        if not exact:
+            out = gain * out + offset
+        if np.any(noise_sd > 0.0):
+            out += noise_sd * noise_rng.standard_normal((n, out.shape[1]))
         return out
 
     return [generate]

@@ -297,6 +297,11 @@ class Scenario:
         # trigger times are its sample times, so the TTL edge is exactly at the onset.
         self.trigger_grid: Callable[[float], float] | None = None
         self._trial_times: list[float] = []  # sorted: triggers never overlap (validated)
+        # Calibration mode (`nmcore.sim.bench.Bench`): generators ask it what the technician
+        # did; no trial triggers at or after `trials_stop_s`.
+        self.bench: Any = None
+        self.trials_stop_s: float | None = None
+        self._schedule_closed = False
         self.amplitude = (
             options.tilt_amplitude_deg
             if options.kind == "tilt"
@@ -348,9 +353,16 @@ class Scenario:
         if sink is not None:
             sink(rec)
 
+    def suspend_trials(self, from_s: float) -> None:
+        """No trial triggers at or after `from_s` (calibration mode). Trials already drawn
+        (and announced in the truth) still run to their end: a device may have generated
+        them already."""
+        if self.trials_stop_s is None or from_s < self.trials_stop_s:
+            self.trials_stop_s = from_s
+
     def _extend(self, until_s: float, sink: Any) -> None:
         o = self.options
-        while o.n_trials is None or len(self._trials) < o.n_trials:
+        while not self._schedule_closed and (o.n_trials is None or len(self._trials) < o.n_trials):
             k = len(self._trials)
             nominal = self.epoch_s + o.first_trial_s + k * o.trial_period_s
             if nominal - o.trial_jitter_s > until_s:
@@ -361,6 +373,11 @@ class Scenario:
             t_s = max(self.epoch_s, nominal + (2.0 * u_jitter - 1.0) * o.trial_jitter_s)
             if self.trigger_grid is not None:
                 t_s = self.trigger_grid(t_s)
+            if self.trials_stop_s is not None and t_s >= self.trials_stop_s:
+                # the schedule ends for good: drawing this trial again with fresh random
+                # numbers could put it before the stop, where data may exist already
+                self._schedule_closed = True
+                return
             direction = o.direction
             if direction == "random":
                 direction = ("forward", "backward", "left", "right")[min(3, int(u_dir * 4))]

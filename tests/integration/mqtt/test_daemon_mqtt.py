@@ -157,6 +157,9 @@ async def test_status_will_results_and_commands(broker: Any, station: str, tmp_p
                 await client.publish(f"{base}/cmd/{name}", payload, qos=1, properties=props)
 
             await command("get_state", b"{}", "c1")
+            # ready means the devices were started, not that they streamed: tare needs a
+            # complete second of plate data
+            await asyncio.sleep(2.0)
             await command("set_subject", b'{"subject_id": "P07", "session_id": "S2"}', "c2")
             await command("tare", b"{}", "c3")  # a person stands on the simulated plate
             await command("get_state", b"{not json", "c4")
