@@ -247,8 +247,44 @@ async def _session(args: argparse.Namespace, station: StationConfig, devices: li
     return session
 
 
-def _now(session: Any) -> datetime:
-    return datetime.now(UTC)
+async def _step_record(
+    ui: Ui,
+    session: Any,
+    sid: str,
+    step: tuple[str, Callable[[], str] | None],
+    duration_s: float,
+    progress: Callable[[float, Window | None], None],
+    settle_s: float,
+) -> Any:
+    """One guided step (the instruction, then Enter or the simulated technician), then a
+    recording of `duration_s` from the moment the step has settled."""
+    t0 = await ui.step(step[0], step[1], session=session, settle_s=settle_s)
+    return await session.record(sid, duration_s, after_s=t0, progress=progress)
+
+
+def _create(
+    args: argparse.Namespace,
+    station: StationConfig,
+    store: Any,
+    values: Any,
+    st: Any,
+    stats: dict[str, Any],
+    checks: list[Any],
+) -> Any:
+    from nmcore.calibration.model import Calibration
+
+    return Calibration.create(
+        values,
+        device_id=st.desc.device_id,
+        stream_id=st.desc.stream_id,
+        channels=list(st.desc.channel_names),
+        now_utc=datetime.now(UTC),
+        stats=stats,
+        checks=checks,
+        station_id=station.station.id,
+        operator=args.operator,
+        taken=store.ids(),
+    )
 
 
 # -- force plate -------------------------------------------------------------------------------
@@ -287,7 +323,6 @@ def _force_reading(channels: Sequence[str]) -> Callable[[Window], str]:
 
 async def _forceplate(args: argparse.Namespace, ui: Ui) -> int:
     from nmcore.calibration import forceplate as fp
-    from nmcore.calibration.model import Calibration
 
     station = _station(args)
     store = _store(args, station)
@@ -313,14 +348,17 @@ async def _forceplate(args: argparse.Namespace, ui: Ui) -> int:
                 return f"plate unloaded at t={t:.2f} s (fault: someone leans on it)"
             return f"plate unloaded at t={t:.2f} s"
 
-        t0 = await ui.step(
-            "Take everything off the plate; nobody touches it.",
-            unload if bench else None,
-            session=session,
-            settle_s=args.settle_s,
-        )
-        rec = await session.record(
-            sid, args.duration_s, after_s=t0, progress=ui.progress("zero    ", reading)
+        rec = await _step_record(
+            ui,
+            session,
+            sid,
+            (
+                "Take everything off the plate; nobody touches it.",
+                unload if bench else None,
+            ),
+            args.duration_s,
+            ui.progress("zero    ", reading),
+            args.settle_s,
         )
         zero, zero_checks = fp.zero(
             rec.clean(),
@@ -344,30 +382,36 @@ async def _forceplate(args: argparse.Namespace, ui: Ui) -> int:
                 t = bench.place_masses(dev, [(kg, x, y)])
                 return f"{kg:g} kg placed at t={t:.2f} s"
 
-            t0 = await ui.step(
-                f"Put the {kg:g} kg mass at ({x * 1e3:+.0f}, {y * 1e3:+.0f}) mm from the "
-                "plate centre (x left, y forward); hands off.",
-                place if bench else None,
-                session=session,
-                settle_s=args.settle_s,
-            )
-            rec = await session.record(
-                sid, args.duration_s, after_s=t0, progress=ui.progress(f"{kg:g} kg   ", reading)
+            rec = await _step_record(
+                ui,
+                session,
+                sid,
+                (
+                    f"Put the {kg:g} kg mass at ({x * 1e3:+.0f}, {y * 1e3:+.0f}) mm from the "
+                    "plate centre (x left, y forward); hands off.",
+                    place if bench else None,
+                ),
+                args.duration_s,
+                ui.progress(f"{kg:g} kg   ", reading),
+                args.settle_s,
             )
             steps.append(fp.mass_step(rec.clean(), channels, rec.rate_hz, kg, x, y))
         cop_step = None
         if cop is not None:
             kg, x, y = cop
-            t0 = await ui.step(
-                f"COP check: put the {kg:g} kg mass at ({x * 1e3:+.0f}, {y * 1e3:+.0f}) mm.",
-                (lambda: f"{kg:g} kg placed at t={bench.place_masses(dev, [(kg, x, y)]):.2f} s")
-                if bench
-                else None,
-                session=session,
-                settle_s=args.settle_s,
-            )
-            rec = await session.record(
-                sid, args.duration_s, after_s=t0, progress=ui.progress("COP     ", reading)
+            rec = await _step_record(
+                ui,
+                session,
+                sid,
+                (
+                    f"COP check: put the {kg:g} kg mass at ({x * 1e3:+.0f}, {y * 1e3:+.0f}) mm.",
+                    (lambda: f"{kg:g} kg placed at t={bench.place_masses(dev, [(kg, x, y)]):.2f} s")
+                    if bench
+                    else None,
+                ),
+                args.duration_s,
+                ui.progress("COP     ", reading),
+                args.settle_s,
             )
             cop_step = fp.mass_step(rec.clean(), channels, rec.rate_hz, kg, x, y, label="cop check")
         if bench:
@@ -382,18 +426,7 @@ async def _forceplate(args: argparse.Namespace, ui: Ui) -> int:
             max_cop_error_mm=args.max_cop_error_mm,
         )
         stats = {"zero": zero.model_dump(), **stats}
-        cal = Calibration.create(
-            values,
-            device_id=dev,
-            stream_id=sid,
-            channels=channels,
-            now_utc=_now(session),
-            stats=stats,
-            checks=zero_checks + checks,
-            station_id=station.station.id,
-            operator=args.operator,
-            taken=store.ids(),
-        )
+        cal = _create(args, station, store, values, st, stats, zero_checks + checks)
     lines = []
     for i, c in enumerate(channels):
         unit = "N" if c.startswith(("F", "c")) else "N.m"
@@ -433,7 +466,6 @@ def _emg_reading(w: Window) -> str:
 
 async def _emg(args: argparse.Namespace, ui: Ui) -> int:
     from nmcore.calibration import emg as cal_emg
-    from nmcore.calibration.model import Calibration
 
     station = _station(args)
     store = _store(args, station)
@@ -446,29 +478,35 @@ async def _emg(args: argparse.Namespace, ui: Ui) -> int:
         ui.say(f"EMG {dev} ({sid}: {len(channels)} channels), {st.desc.rate_hz:g} Hz")
         await session.wait_streaming([sid])
         bench = session.bench
-        t0 = await ui.step(
-            "The subject relaxes every muscle (sitting or lying, supported, still).",
-            (lambda: f"rest from t={bench.contract(dev, 0.0):.2f} s") if bench else None,
-            session=session,
-            settle_s=args.settle_s,
-        )
-        rest = await session.record(
-            sid, args.duration_s, after_s=t0, progress=ui.progress("rest ", _emg_reading)
+        rest = await _step_record(
+            ui,
+            session,
+            sid,
+            (
+                "The subject relaxes every muscle (sitting or lying, supported, still).",
+                (lambda: f"rest from t={bench.contract(dev, 0.0):.2f} s") if bench else None,
+            ),
+            args.duration_s,
+            ui.progress("rest ", _emg_reading),
+            args.settle_s,
         )
         mvc = None
         if args.mvc:
-            t0 = await ui.step(
-                f"Maximal voluntary contraction of the measured muscles: push as hard as "
-                f"possible and hold for {args.mvc_s:g} s, starting now.",
-                (lambda: f"MVC from t={bench.contract(dev, 1.0):.2f} s") if bench else None,
-                session=session,
-                settle_s=args.settle_s,
-            )
-            rec = await session.record(
-                sid, args.mvc_s, after_s=t0, progress=ui.progress("MVC  ", _emg_reading)
+            rec = await _step_record(
+                ui,
+                session,
+                sid,
+                (
+                    f"Maximal voluntary contraction of the measured muscles: push as hard as "
+                    f"possible and hold for {args.mvc_s:g} s, starting now.",
+                    (lambda: f"MVC from t={bench.contract(dev, 1.0):.2f} s") if bench else None,
+                ),
+                args.mvc_s,
+                ui.progress("MVC  ", _emg_reading),
+                args.settle_s,
             )
             mvc = rec.clean()
-            t0 = await ui.step(
+            await ui.step(
                 "Relax.",
                 (lambda: f"rest from t={bench.contract(dev, 0.0):.2f} s") if bench else None,
             )
@@ -484,17 +522,14 @@ async def _emg(args: argparse.Namespace, ui: Ui) -> int:
             min_snr_db=args.min_snr_db,
             onset_params=onset_params,
         )
-        cal = Calibration.create(
+        cal = _create(
+            args,
+            station,
+            store,
             values,
-            device_id=dev,
-            stream_id=sid,
-            channels=channels,
-            now_utc=_now(session),
-            stats={"missing_samples": rest.missing_samples, **stats},
-            checks=checks,
-            station_id=station.station.id,
-            operator=args.operator,
-            taken=store.ids(),
+            st,
+            {"missing_samples": rest.missing_samples, **stats},
+            checks,
         )
     lines = [f"mains {values.mains_hz:.2f} Hz ({values.mains_source})"]
     for c in values.channels:
@@ -536,7 +571,6 @@ def _imu_reading(acc: list[int], gyro: list[int]) -> Callable[[Window], str]:
 
 async def _imu(args: argparse.Namespace, ui: Ui) -> int:
     from nmcore.calibration import imu as cal_imu
-    from nmcore.calibration.model import Calibration
 
     station = _station(args)
     store = _store(args, station)
@@ -558,14 +592,17 @@ async def _imu(args: argparse.Namespace, ui: Ui) -> int:
                 return f"(fault: the sensor is handled) from t={bench.move_imu(dev, 5.0):.2f} s"
             return f"still from t={bench.hold_still(dev):.2f} s"
 
-        t0 = await ui.step(
-            "Leave the sensor still in its neutral pose (platform level, segment at rest).",
-            still_pose if bench else None,
-            session=session,
-            settle_s=args.settle_s,
-        )
-        still = await session.record(
-            sid, args.duration_s, after_s=t0, progress=ui.progress("still ", reading)
+        still = await _step_record(
+            ui,
+            session,
+            sid,
+            (
+                "Leave the sensor still in its neutral pose (platform level, segment at rest).",
+                still_pose if bench else None,
+            ),
+            args.duration_s,
+            ui.progress("still ", reading),
+            args.settle_s,
         )
         motion = None
         if args.axis_motion is not None:
@@ -601,17 +638,14 @@ async def _imu(args: argparse.Namespace, ui: Ui) -> int:
             gyro_channels=[channels[i] for i in gyro],
             g_mps2=station.calibration.g_mps2,
         )
-        cal = Calibration.create(
+        cal = _create(
+            args,
+            station,
+            store,
             values,
-            device_id=dev,
-            stream_id=sid,
-            channels=channels,
-            now_utc=_now(session),
-            stats={"missing_samples": still.missing_samples, **stats},
-            checks=checks,
-            station_id=station.station.id,
-            operator=args.operator,
-            taken=store.ids(),
+            st,
+            {"missing_samples": still.missing_samples, **stats},
+            checks,
         )
     b, sb = values.gyro_bias_dps, values.gyro_bias_sigma_dps
     lines = [
@@ -660,7 +694,6 @@ async def _loopback_out_s(session: Any, dev: str, pulse_s: float) -> float:
 
 async def _latency(args: argparse.Namespace, ui: Ui) -> int:
     from nmcore.calibration import latency as cal_latency
-    from nmcore.calibration.model import Calibration
 
     station = _station(args)
     store = _store(args, station)
@@ -707,18 +740,7 @@ async def _latency(args: argparse.Namespace, ui: Ui) -> int:
                 session.driver(dev), "edge_resolution_s", 1.0 / st.desc.rate_hz
             ),
         )
-        cal = Calibration.create(
-            values,
-            device_id=dev,
-            stream_id=sid,
-            channels=names,
-            now_utc=_now(session),
-            stats=stats,
-            checks=checks,
-            station_id=station.station.id,
-            operator=args.operator,
-            taken=store.ids(),
-        )
+        cal = _create(args, station, store, values, st, stats, checks)
     lines = [
         f"delay {values.delay_ms:.3f} +- {values.sigma_ms:.3f} ms "
         f"(spread sd {values.sd_ms:.3f} ms, {values.n_events} pulses)",
