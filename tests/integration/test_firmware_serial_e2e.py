@@ -775,3 +775,33 @@ async def test_open_refuses_a_device_that_does_not_match_the_config(
         await ok.close()
     with pytest.raises(DeviceError, match="not found"):
         await make_driver(link, ctx=ctx).open()
+
+
+def test_calibrate_latency_through_the_firmware_loopback(fw_bin: Path, tmp_path: Path) -> None:
+    """`nmcore calibrate latency` against the reference firmware over a pty: LOOPBACK_TRIGGER
+    drives the output into the device's own trigger input; the host build's edge is stamped
+    with the output time, so the measured delay is 0 within the clock's microsecond."""
+    from nmcore.calibration.store import CalibrationStore
+    from nmcore.cli.main import main
+
+    with firmware(fw_bin) as fw:
+        cfg = tmp_path / "station.toml"
+        cfg.write_text(
+            '[station]\nid = "fwlat"\n[mqtt]\nenabled = false\n'
+            '[[devices]]\nid = "fw"\ndriver = "nmcore.serial"\n'
+            f'[devices.options]\nport = "{fw.path}"\n'
+        )
+        cal_dir = tmp_path / "cal"
+        code = main(
+            [
+                "calibrate", "latency", str(cfg), "--yes", "--dir", str(cal_dir),
+                "--pulses", "12", "--pulse-ms", "5", "--settle-s", "0.5",
+            ]
+        )  # fmt: skip
+    assert code == 0
+    cal = CalibrationStore(cal_dir).latest("fw", "latency")
+    assert cal is not None
+    assert cal.stream_id == "fw.trigger"
+    assert cal.values.n_events == 12
+    assert abs(cal.values.delay_ms) < 0.01
+    assert cal.values.sd_ms < 0.01

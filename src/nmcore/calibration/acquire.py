@@ -204,6 +204,18 @@ class CalibrationSession:
                 )
             await self.sleep(_POLL_S)
 
+    async def wait_device(self, device_id: str) -> None:
+        """Until the device streams; DeviceError after the connect timeout."""
+        deadline = self.clock.now() + self.connect_timeout_s
+        while self.device_state(device_id) != "streaming":
+            self._check_alive()
+            if self.clock.now() > deadline:
+                raise DeviceError(
+                    f"{device_id} not streaming within {self.connect_timeout_s:g} s "
+                    f"({self.device_state(device_id)}): is it connected and switched on?"
+                )
+            await self.sleep(_POLL_S)
+
     async def record(
         self,
         stream_id: str,

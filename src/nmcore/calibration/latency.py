@@ -25,6 +25,8 @@ __all__ = ["from_pairs"]
 # robust outlier rule: a median absolute deviation scaled to a normal SD (1.4826)
 MAD_TO_SD = 1.4826
 OUTLIER_MADS = 6.0
+# below this a deviation is clock rounding, not a stall (device-timed edges: the MAD is ~0)
+OUTLIER_FLOOR_MS = 0.05
 
 
 def from_pairs(
@@ -45,7 +47,7 @@ def from_pairs(
     `max_missing_fraction`; a negative delay or one above `max_delay_ms` (a mis-paired edge);
     the spread above one sample period plus `max_sd_ms` (a uniform quantisation over +- a
     period has SD period/sqrt(3), so a period is a generous allowance); outliers (more than 6
-    MADs plus a period from the median), which also fail: an occasional late edge is a
+    MADs plus a period plus 0.05 ms from the median), which also fail: an occasional late edge is a
     buffering stall the constant delay would hide.
     """
     out = np.asarray(out_s, dtype=np.float64)
@@ -111,7 +113,7 @@ def from_pairs(
     sigma = sd / math.sqrt(n)
     median = float(np.median(d_ms))
     mad_sd = MAD_TO_SD * float(np.median(np.abs(d_ms - median)))
-    outliers = np.abs(d_ms - median) > OUTLIER_MADS * mad_sd + period_ms
+    outliers = np.abs(d_ms - median) > OUTLIER_MADS * mad_sd + period_ms + OUTLIER_FLOOR_MS
     n_out = int(outliers.sum())
 
     lo, hi = float(d_ms.min()), float(d_ms.max())

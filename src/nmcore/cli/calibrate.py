@@ -706,7 +706,13 @@ async def _latency(args: argparse.Namespace, ui: Ui) -> int:
         sid = st.desc.stream_id
         names = list(st.desc.channel_names)
         ch = names.index(args.channel) if args.channel in names else 0
-        await session.wait_streaming([sid])
+        # a trigger line that only reports edges has no data until a pulse: wait for the
+        # device's sampled streams, or for the device itself
+        sampled = [x.desc.stream_id for x in session.streams_of(dev) if x is not st]
+        if sampled:
+            await session.wait_streaming(sampled)
+        else:
+            await session.wait_device(dev)
         # the clock model must have settled before the loopback times are mapped
         await session.sleep(args.settle_s)
         await ui.step(
@@ -718,14 +724,15 @@ async def _latency(args: argparse.Namespace, ui: Ui) -> int:
         show = ui.progress("pulses", lambda w: "")
         for i in range(args.pulses):
             out_s = await _loopback_out_s(session, dev, pulse_s)
-            # wait for the stream to pass the edge, then look for it
-            horizon = out_s + args.max_delay_ms / 1e3
-            while st.ring.head == 0 or st.ring.time_of(st.ring.head - 1) < horizon:
-                await session.sleep(0.02)
-                if session.clock.now() > horizon + 5.0:
+            # the first edge after the output, once it has arrived (an edge stream only
+            # moves on edges; a sampled line moves all the time)
+            edge_s = math.nan
+            while session.clock.now() < out_s + args.max_delay_ms / 1e3 + 0.5:
+                w = session.window_after(sid, out_s - 0.05, out_s + args.max_delay_ms / 1e3)
+                edge_s = _first_edge(w, ch, out_s - 0.002, args.threshold)
+                if edge_s == edge_s:
                     break
-            w = session.window_after(sid, out_s - 0.05, horizon)
-            edge_s = _first_edge(w, ch, out_s - 0.002, args.threshold)
+                await session.sleep(0.01)
             outs.append(out_s)
             edges.append(edge_s)
             show((i + 1) / args.pulses, None)
