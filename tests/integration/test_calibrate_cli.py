@@ -5,6 +5,7 @@ refused (exit 65, nothing saved), and the daemon applies what was saved and name
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +83,23 @@ def station_file(tmp_path: Path) -> Path:
     return p
 
 
-def _calibrate(station_file: Path, cal_dir: Path, what: str, *args: str, capsys: Any = None) -> int:
+def _calibrate(station_file: Path, cal_dir: Path, what: str, *args: str) -> int:
     argv = ["calibrate", what, str(station_file), "--yes", "--fast", "--dir", str(cal_dir)]
     return main([*argv, "--settle-s", "0.5", *args])
+
+
+def _plate(
+    station_file: Path,
+    cal_dir: Path,
+    *masses: str,
+    cop: str | None = None,
+    extra: Sequence[str] = (),
+) -> int:
+    """`calibrate forceplate` of the plate, 2 s per step, with these masses (KG[@X_MM,Y_MM])."""
+    args = ["--device", "plate", "--duration-s", "2", *(a for m in masses for a in ("--mass", m))]
+    return _calibrate(
+        station_file, cal_dir, "forceplate", *args, *(("--cop-check", cop) if cop else ()), *extra
+    )
 
 
 def _truth(station_file: Path, device_id: str) -> dict[str, Any]:
@@ -101,23 +116,7 @@ def _within(est: float, true: float, sigma: float, k: float = 4.0, floor: float 
 
 def test_forceplate_recovers_offsets_and_gains(station_file: Path, tmp_path: Path) -> None:
     cal_dir = tmp_path / "cal"
-    code = _calibrate(
-        station_file,
-        cal_dir,
-        "forceplate",
-        "--device",
-        "plate",
-        "--duration-s",
-        "2",
-        "--mass",
-        "20",
-        "--mass",
-        "40@150,100",
-        "--mass",
-        "30@-120,-90",
-        "--cop-check",
-        "20@-100,60",
-    )
+    code = _plate(station_file, cal_dir, "20", "40@150,100", "30@-120,-90", cop="20@-100,60")
     assert code == 0
     cal = CalibrationStore(cal_dir).latest("plate", "forceplate")
     assert cal is not None
@@ -142,19 +141,7 @@ def test_forceplate_refuses_a_moving_plate_and_a_missing_mass(
     station_file: Path, tmp_path: Path, fault: str, failed: str, capsys: Any
 ) -> None:
     cal_dir = tmp_path / "cal"
-    code = _calibrate(
-        station_file,
-        cal_dir,
-        "forceplate",
-        "--device",
-        "plate",
-        "--duration-s",
-        "2",
-        "--mass",
-        "20",
-        "--sim-fault",
-        fault,
-    )
+    code = _plate(station_file, cal_dir, "20", extra=("--sim-fault", fault))
     assert code == 65
     assert not list(cal_dir.glob("*.json")) if cal_dir.exists() else True
     err = capsys.readouterr().err
@@ -292,22 +279,7 @@ def test_daemon_applies_the_plate_calibration_and_names_it(
     station_file: Path, tmp_path: Path
 ) -> None:
     cal_dir = tmp_path / "cal"
-    assert (
-        _calibrate(
-            station_file,
-            cal_dir,
-            "forceplate",
-            "--device",
-            "plate",
-            "--duration-s",
-            "2",
-            "--mass",
-            "20",
-            "--mass",
-            "40@150,100",
-        )
-        == 0
-    )
+    assert _plate(station_file, cal_dir, "20", "40@150,100") == 0
     cal = CalibrationStore(cal_dir).latest("plate", "forceplate")
     assert cal is not None
     station = load_station(station_file)
@@ -356,10 +328,7 @@ def test_check_table_and_exit_codes(station_file: Path, tmp_path: Path, capsys: 
     assert byname["rate plate.force"]["result"] == "PASS"
     assert byname["clock settled"]["result"] == "PASS"
     assert byname["calibration forceplate"]["result"] == "FAIL"
-    assert (
-        _calibrate(station_file, cal_dir, "forceplate", "--device", "plate", "--duration-s", "2")
-        == 0
-    )
+    assert _plate(station_file, cal_dir, "20") == 0
     capsys.readouterr()
     code = main(
         [
@@ -426,19 +395,7 @@ def test_load_cell_plate_gets_per_cell_gains(station_file: Path, tmp_path: Path)
     station_file.write_text(text)
     cal_dir = tmp_path / "cal"
     masses = ["20@0,0", "20@150,250", "20@-150,250", "20@150,-250", "20@-150,-250"]
-    args = [a for m in masses for a in ("--mass", m)]
-    code = _calibrate(
-        station_file,
-        cal_dir,
-        "forceplate",
-        "--device",
-        "plate",
-        "--duration-s",
-        "2",
-        *args,
-        "--cop-check",
-        "25@100,-100",
-    )
+    code = _plate(station_file, cal_dir, *masses, cop="25@100,-100")
     assert code == 0
     cal = CalibrationStore(cal_dir).latest("plate", "forceplate")
     assert cal is not None

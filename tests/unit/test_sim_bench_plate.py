@@ -3,9 +3,9 @@ subject, shake, and effective times that never rewrite generated samples."""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-from collections.abc import Callable, Sequence
+import sys
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,58 +14,21 @@ import pytest
 from nmcore.driver import DriverContext
 from nmcore.errors import ConfigError
 from nmcore.hostclock import VirtualClock
-from nmcore.model import SampleBlock
-from nmcore.sim.base import SimDriverBase
 from nmcore.sim.bench import Bench
 from nmcore.sim.forceplate import cop_from_plate, load_cell_split
-from nmcore.sim.run import StationRun, run_station, stream_record
+from nmcore.sim.run import run_station, stream_record
 from nmcore.sim.scenario import G_MPS2
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "emulators"))
+import bench_harness as harness
+from bench_harness import run_script, sample_times
+
 from nmcore_drivers.sim import SimForcePlateDriver
 
 T0_S = 30.0
+make_ctx = partial(harness.make_ctx, T0_S)
 IDEAL = {"kind": "ideal"}
 QUIET = {"force_noise_n": 0.0, "moment_noise_nm": 0.0}
-Script = Sequence[tuple[float, Callable[[], Any]]]
-
-
-def make_ctx() -> tuple[DriverContext, VirtualClock, list[dict[str, Any]]]:
-    clock = VirtualClock(T0_S)
-    truth: list[dict[str, Any]] = []
-    return DriverContext(clock=clock, realtime=False, truth=truth.append), clock, truth
-
-
-async def run_script(
-    drivers: Sequence[SimDriverBase], clock: VirtualClock, until_s: float, script: Script
-) -> StationRun:
-    """Run the station; the operator performs each action once the clock reaches its time."""
-
-    """Run the station; the operator performs each action once the clock reaches its time
-    (starting once every device has delivered its first block)."""
-    device_of = {s.stream_id: d.device_id for d in drivers for s in d.streams}
-    seen: set[str] = set()
-    all_open = asyncio.Event()
-
-    def on_block(block: SampleBlock) -> None:
-        seen.add(device_of[block.stream_id])
-        if len(seen) == len(drivers):
-            all_open.set()
-
-    async def operator() -> None:
-        await all_open.wait()
-        for t_s, act in script:
-            await clock.sleep_until(t_s)
-            result = act()
-            if inspect.isawaitable(result):
-                await result
-
-    task = asyncio.create_task(run_station(drivers, clock, until_s, on_block=on_block))
-    await operator()
-    return await task
-
-
-def sample_times(truth: list[dict[str, Any]], device_id: str, sid: str, index: Any) -> Any:
-    clk = next(r for r in truth if r["type"] == "clock" and r["device_id"] == device_id)
-    return clk["t_start_s"] + np.asarray(index) / clk["streams"][sid]["true_rate_hz"]
 
 
 def test_load_cell_split_sums_to_fz_and_gives_the_cop() -> None:

@@ -3,9 +3,9 @@ actions that never change a sample once it has been generated."""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-from collections.abc import Callable, Sequence
+import sys
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,10 +14,14 @@ import pytest
 from nmcore.driver import DriverContext
 from nmcore.errors import DeviceError
 from nmcore.hostclock import VirtualClock
-from nmcore.model import SampleBlock
 from nmcore.sim.base import SimDriverBase
 from nmcore.sim.bench import Bench
-from nmcore.sim.run import StationRun, run_station, stream_record
+from nmcore.sim.run import run_station, stream_record
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "emulators"))
+import bench_harness as harness
+from bench_harness import run_script, sample_times
+
 from nmcore_drivers.sim import (
     SimEmgDriver,
     SimForcePlateDriver,
@@ -26,6 +30,7 @@ from nmcore_drivers.sim import (
 )
 
 T0_S = 25.0
+make_ctx = partial(harness.make_ctx, T0_S)
 IDEAL = {"kind": "ideal"}
 FAST_TRIALS = {
     "first_trial_s": 1.0,
@@ -34,49 +39,6 @@ FAST_TRIALS = {
     "return_after_ms": 300.0,
     "return_duration_ms": 800.0,
 }
-Script = Sequence[tuple[float, Callable[[], Any]]]
-
-
-def make_ctx() -> tuple[DriverContext, VirtualClock, list[dict[str, Any]]]:
-    clock = VirtualClock(T0_S)
-    truth: list[dict[str, Any]] = []
-    return DriverContext(clock=clock, realtime=False, truth=truth.append), clock, truth
-
-
-async def run_script(
-    drivers: Sequence[SimDriverBase], clock: VirtualClock, until_s: float, script: Script
-) -> StationRun:
-    """Run the station; the operator performs each action once the clock reaches its time
-    (starting once every device has delivered its first block)."""
-    device_of = {s.stream_id: d.device_id for d in drivers for s in d.streams}
-    seen: set[str] = set()
-    all_open = asyncio.Event()
-
-    def on_block(block: SampleBlock) -> None:
-        seen.add(device_of[block.stream_id])
-        if len(seen) == len(drivers):
-            all_open.set()
-
-    async def operator() -> None:
-        await all_open.wait()
-        for t_s, act in script:
-            await clock.sleep_until(t_s)
-            result = act()
-            if inspect.isawaitable(result):
-                await result
-
-    task = asyncio.create_task(run_station(drivers, clock, until_s, on_block=on_block))
-    await operator()
-    return await task
-
-
-def clock_rec(truth: list[dict[str, Any]], device_id: str) -> dict[str, Any]:
-    return next(r for r in truth if r["type"] == "clock" and r["device_id"] == device_id)
-
-
-def sample_times(truth: list[dict[str, Any]], device_id: str, sid: str, index: Any) -> Any:
-    clk = clock_rec(truth, device_id)
-    return clk["t_start_s"] + np.asarray(index) / clk["streams"][sid]["true_rate_hz"]
 
 
 def rising_edges(data: Any) -> Any:

@@ -55,6 +55,12 @@ def select_calibrations(
     store = CalibrationStore(calibration_dir(station, state_dir))
     chosen: list[Calibration] = []
     problems: list[str] = []
+    # one pass over the store (a file per calibration, kept for years): newest per device
+    # and kind, instead of a directory scan per device and kind at every start
+    newest: dict[tuple[str, str], Calibration] = {}
+    if cfg.apply == "latest":
+        for cal in store.list():  # oldest first
+            newest[(cal.device_id, cal.kind)] = cal
     for i, dev in enumerate(station.devices):
         if not dev.enabled:
             continue
@@ -77,9 +83,9 @@ def select_calibrations(
             for kind in KINDS:
                 if kind in have:
                     continue
-                newest = store.latest(dev.id, kind)
-                if newest is not None:
-                    chosen.append(newest)
+                found = newest.get((dev.id, kind))
+                if found is not None:
+                    chosen.append(found)
     if problems:
         raise ConfigError("calibration not usable", problems)
     for cal in chosen:
