@@ -25,12 +25,13 @@ from typing import Any
 import numpy as np
 
 from nmcore import __version__
+from nmcore.buffer.ring import Window
 from nmcore.config.models import CopSwayConfig, StationConfig
 from nmcore.detect._emg_kernels import clipped_any
 from nmcore.detect.cop import CopResult, cop_from_load_cells, cop_from_six_axis, cop_given
 from nmcore.detect.emg import ALGORITHM_VERSION as EMG_ALGORITHM_VERSION
-from nmcore.detect.emg import EmgOnsetDetector, OnsetEvent, params_hash
-from nmcore.detect.perturbation import MotionOnset, motion_onset, rising_edges
+from nmcore.detect.emg import EmgOnsetDetector, OnsetEvent, params_hash, rest_params_hash
+from nmcore.detect.perturbation import MotionOnset, motion_onset, rising_edges_in
 from nmcore.detect.sway import sway_measures
 from nmcore.runtime.pipeline import StreamState
 
@@ -101,6 +102,10 @@ class TrialEngine:
         self._number = 0
         self._last_perturbation_s = -np.inf
         self._trigger_prev = np.nan
+        self._trigger_channel: int | None = None
+        # per stream: (ring head, time of its newest sample); the open trial's close plan
+        self._newest_cache: dict[str, tuple[int, float]] = {}
+        self._plan: tuple[Trial, list[tuple[StreamState | None, float]], float] | None = None
         self._next_motion_check = 0
         pcfg = self.cfg.perturbation
         self._source_stream = None
@@ -122,6 +127,23 @@ class TrialEngine:
         self._emg_hash = (
             params_hash(self.cfg.emg_onset.params) if self.cfg.emg_onset is not None else ""
         )
+        # stored rest statistics depend only on the test domain (method, band, envelope)
+        self._emg_rest_hash = (
+            rest_params_hash(self.cfg.emg_onset.params) if self.cfg.emg_onset is not None else ""
+        )
+        self._chain: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        if self._emg is not None and self.cfg.emg_onset is not None:
+            st = self.streams[self.cfg.emg_onset.stream]
+            # The pipeline may run the chain inside its push kernel (one jitted call per block)
+            # when that gives what this engine would do: every channel, in stream order, and
+            # nothing of this engine touching the detector between the push and the feed
+            # (a perturbation source on the EMG stream would arm or close it in between).
+            if (
+                self._emg_channels == list(range(st.desc.n_channels))
+                and self._source_stream != st.desc.stream_id
+            ):
+                self._chain = (self._emg.work, self._emg.istate, self._emg.hist)
+                st.chain = self._chain
         devices = sorted({s.desc.device_id for s in streams.values()})
         self._provenance_base = {"nmcore_version": __version__, "devices": devices}
         # stream id -> calibration id, and the trigger delay a latency calibration measured
@@ -154,7 +176,7 @@ class TrialEngine:
         st = self.streams[stream_id]
         by_name = {c.name: c.onset_rest for c in cal.values.channels}
         stats = [by_name.get(st.desc.channel_names[i]) for i in self._emg_channels]
-        if any(r is None or r.params_hash != self._emg_hash for r in stats):
+        if any(r is None or r.params_hash != self._emg_rest_hash for r in stats):
             log.info(
                 "%s: calibration %s has no rest statistics for these channels and onset "
                 "parameters; trials without a rest window get no EMG onsets",
@@ -197,11 +219,16 @@ class TrialEngine:
     def _scan_trigger(self, st: StreamState, first_index: int, n: int) -> None:
         pcfg = self.cfg.perturbation
         assert pcfg is not None
-        ch = _channel_indices(st, [pcfg.trigger_channel], "perturbation.trigger_channel")[0]
+        ch = self._trigger_channel
+        if ch is None:
+            names = [pcfg.trigger_channel]
+            ch = self._trigger_channel = _channel_indices(
+                st, names, "perturbation.trigger_channel"
+            )[0]
         x = st.ring.window_by_index(first_index, first_index + n)
-        col = np.ascontiguousarray(x.data[:, ch])
-        edges = rising_edges(col, pcfg.trigger_threshold, self._trigger_prev)
-        self._trigger_prev = float(col[-1])
+        previous = self._trigger_prev
+        self._trigger_prev = float(x.data[-1, ch])
+        edges = rising_edges_in(x.data, ch, pcfg.trigger_threshold, previous)
         for e in edges:
             t_s = float(x.t_s[e]) - self._trigger_latency_s
             self._open_trial(t_s, "trigger", alarm_s=t_s)
@@ -288,6 +315,15 @@ class TrialEngine:
     def _feed_emg(self, st: StreamState, first_index: int, n: int) -> None:
         det = self._emg
         assert det is not None
+        fused_events = st.chain_events
+        if fused_events >= 0 and st.chain is self._chain:
+            # the pipeline's push kernel already ran the chain on exactly this block
+            st.chain_events = -1
+            self._emg_next_index = first_index + n
+            if fused_events:
+                self._handle_emg_events(st, det._collect())
+            self._try_arm()
+            return
         if first_index > self._emg_next_index:
             missing = first_index - self._emg_next_index
             if self._trial is not None:
@@ -372,31 +408,57 @@ class TrialEngine:
     def _window_end_s(self, trial: Trial) -> float:
         return trial.stimulus_s + self.trial_cfg.response_window_ms[1] * 1e-3
 
-    def _stream_past(self, stream_id: str | None, t_s: float) -> bool:
-        if stream_id is None or stream_id not in self.streams:
-            return True
-        ring = self.streams[stream_id].ring
-        return ring.head > 0 and ring.time_of(ring.head - 1) >= t_s
+    def _newest_s(self, st: StreamState) -> float:
+        """`ring.time_of(ring.head - 1)` of a stream with head > 0, remembered per head: it
+        changes only when the stream's ring moves, and a trial asks for every stream's on
+        every block while it is open."""
+        ring = st.ring
+        head = ring.head
+        cached = self._newest_cache.get(st.desc.stream_id)
+        if cached is not None and cached[0] == head:
+            return cached[1]
+        t_s = ring.time_of(head - 1)
+        self._newest_cache[st.desc.stream_id] = (head, t_s)
+        return t_s
 
-    def _maybe_close(self) -> None:
-        trial = self._trial
-        if trial is None:
-            return
+    def _close_plan(self, trial: Trial) -> tuple[list[tuple[StreamState | None, float]], float]:
+        """(streams that must pass a time, the time after which the trial closes anyway):
+        fixed for a trial, so worked out once."""
+        plan = self._plan
+        if plan is not None and plan[0] is trial:
+            return plan[1], plan[2]
         end_s = self._window_end_s(trial)
-        needed = []
+        needed: list[tuple[str, float]] = []
         if self.cfg.emg_onset is not None:
             p = self.cfg.emg_onset.params
             needed.append((self.cfg.emg_onset.stream, end_s + (p.lookback_ms + p.refine_ms) * 1e-3))
         if self.cfg.force_response is not None:
             post = self.cfg.force_response.params.post_alarm_ms * 1e-3
             needed.append((self.cfg.force_response.stream, end_s + post))
+        # a stream that is not configured counts as past (None)
+        resolved = [(self.streams.get(sid) if sid is not None else None, t) for sid, t in needed]
+        timeout_s = end_s + self.trial_cfg.close_timeout_s
+        self._plan = (trial, resolved, timeout_s)
+        return resolved, timeout_s
+
+    def _maybe_close(self) -> None:
+        trial = self._trial
+        if trial is None:
+            return
+        needed, timeout_s = self._close_plan(trial)
+        ready = all(
+            st is None or (st.ring.head > 0 and self._newest_s(st) >= t) for st, t in needed
+        )
+        if ready:
+            self._close(force=False)
+            return
+        # max() in stream order, as before: a NaN first value keeps newest NaN (no timeout)
         newest = max(
-            (s.ring.time_of(s.ring.head - 1) for s in self.streams.values() if s.ring.head > 0),
+            (self._newest_s(s) for s in self.streams.values() if s.ring.head > 0),
             default=-np.inf,
         )
-        ready = all(self._stream_past(sid, t) for sid, t in needed)
-        if ready or newest > end_s + self.trial_cfg.close_timeout_s:
-            self._close(force=not ready)
+        if newest > timeout_s:
+            self._close(force=True)
 
     def finish(self) -> None:
         """End of input (analyze) or shutdown: close the open trial with what is there."""
@@ -585,9 +647,21 @@ class SwayStage:
     """Centre-of-pressure sway measures on a sliding window, read from the ring's look-back
     when an update is due (not accumulated per block), plus a whole-record form for analyze."""
 
-    def __init__(self, cfg: CopSwayConfig, streams: dict[str, StreamState], emit: Emit) -> None:
+    def __init__(
+        self,
+        cfg: CopSwayConfig,
+        streams: dict[str, StreamState],
+        emit: Emit,
+        *,
+        offload: Offload | None = None,
+    ) -> None:
+        """`offload`: runs an update's computation (centre of pressure and the sway measures
+        of the whole window, ~5 ms on the lab rig: the event loop's longest stall) elsewhere,
+        e.g. a worker thread, and emits its result; None runs it inline. The window is a
+        copy, so the job never touches the ring."""
         self.cfg = cfg
         self._emit = emit
+        self._offload = offload
         st = streams.get(cfg.stream)
         if st is None:
             known = ", ".join(sorted(streams))
@@ -633,34 +707,38 @@ class SwayStage:
         w = self.st.ring.window_by_index(start, stop)
         if len(w.t_s) < 3:
             return
+        if self._offload is None:
+            self._emit(self._result(w))
+        else:
+            self._offload(partial(self._result, w))
+
+    def _result(self, w: Window) -> dict[str, Any]:
         cop = self.cop(w.data)
         valid = cop.valid & w.valid
         res = sway_measures(cop.ap_m, cop.ml_m, self.st.desc.rate_hz, self.cfg.params, valid)
         t_end = float(np.nanmax(w.t_s)) if np.any(w.valid) else float("nan")
-        self._emit(
-            {
-                "type": "sway",
-                "t_s": t_end,
-                "stream_id": self.st.desc.stream_id,
-                "window_s": len(w.t_s) / self.st.desc.rate_hz,
-                "status": res.status,
-                "n_samples": res.n_samples,
-                "n_excluded": res.n_excluded,
-                "measures": res.measures,
-                "units": res.units,
-                "params": {
-                    **res.params,
-                    "cop_input": self.cfg.input,
-                    "dz_m": self.cfg.dz_m,
-                    "min_fz_n": self.cfg.min_fz_n,
-                },
-                "algorithm": {
-                    "name": res.algorithm,
-                    "version": SWAY_VERSION,
-                    "params_hash": self._phash,
-                },
-            }
-        )
+        return {
+            "type": "sway",
+            "t_s": t_end,
+            "stream_id": self.st.desc.stream_id,
+            "window_s": len(w.t_s) / self.st.desc.rate_hz,
+            "status": res.status,
+            "n_samples": res.n_samples,
+            "n_excluded": res.n_excluded,
+            "measures": res.measures,
+            "units": res.units,
+            "params": {
+                **res.params,
+                "cop_input": self.cfg.input,
+                "dz_m": self.cfg.dz_m,
+                "min_fz_n": self.cfg.min_fz_n,
+            },
+            "algorithm": {
+                "name": res.algorithm,
+                "version": SWAY_VERSION,
+                "params_hash": self._phash,
+            },
+        }
 
     def whole_record(self) -> None:
         ring = self.st.ring

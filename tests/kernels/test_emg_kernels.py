@@ -121,7 +121,7 @@ def trial() -> np.ndarray:
     return np.column_stack([x, y, z])
 
 
-# The chain reference has no ramp model; ml_ramp_change is tested on its own below.
+# The chain reference has no ramp model (the look-back is tested in test_emg_onset_posterior).
 PLAIN = {"ramp_max_ms": 0.0}
 
 
@@ -153,28 +153,6 @@ def test_block_size_does_not_change_results(trial: np.ndarray, block: int) -> No
     assert split["alarm"] == whole["alarm"]
 
 
-def _numpy_ramp_ml(
-    d: np.ndarray, lo: int, hi: int, kend: int, sig2: float, rmax: int, rn: int, kappa: float
-) -> int:
-    best, best_j = -np.inf, hi
-    for m in range(rn + 1):
-        ramp = (rmax * m) // rn
-        # a ramp may start at most half its length before the step estimate `hi`
-        for j in range(max(lo, hi - int(0.5 * ramp)), hi + 1):
-            i = np.arange(j, kend + 1)
-            w = np.ones(len(i)) if ramp == 0 else np.minimum(1.0, (i - j + 1) / ramp)
-            excess = np.sum(d[i] - sig2)
-            if excess <= 0:
-                continue
-            a2 = excess / np.sum(w * w)
-            ratio = 1 + a2 * w * w / sig2
-            gain = np.sum(-np.log(ratio) + d[i] / sig2 * (1 - 1 / ratio))
-            gain = 0.5 * kappa * gain - (1.0 if ramp > 0 else 0.0)
-            if gain > best:
-                best, best_j = gain, j
-    return best_j
-
-
 def test_ml_kernels_match_numpy_and_py_func() -> None:
     rng = np.random.default_rng(3)
     for shape in ("step", "ramp"):
@@ -187,10 +165,6 @@ def test_ml_kernels_match_numpy_and_py_func() -> None:
         ref = _ml(d[:, 0], lo, hi, kend, sig2)
         assert k.ml_variance_change(d, 0, lo, hi, kend, sig2) == ref
         assert k.ml_variance_change.py_func(d, 0, lo, hi, kend, sig2) == ref
-        ref_r = _numpy_ramp_ml(d[:, 0], 330, 420, kend, sig2, 100, 4, 0.4)
-        args = (d, 0, 330, 420, kend, sig2, 100, 4, 0.4, 1.0)
-        assert k.ml_ramp_change(*args) == ref_r
-        assert k.ml_ramp_change.py_func(*args) == ref_r
 
 
 def _numpy_glr(x: np.ndarray, start: int, end: int, mu0: float, s0: float, window: int) -> int:

@@ -12,7 +12,7 @@ import pytest
 from nmcore.calibration.emg import fit_mains, rest, saturation_fraction
 from nmcore.calibration.model import EmgValues
 from nmcore.detect import _emg_kernels as k
-from nmcore.detect.emg import EmgOnsetDetector, OnsetParams
+from nmcore.detect.emg import EmgOnsetDetector, OnsetParams, rest_params_hash
 
 RATE_HZ = 1000.0
 
@@ -203,3 +203,12 @@ def test_values_roundtrip() -> None:
     assert EmgValues.model_validate_json(values.model_dump_json()) == values
     assert stats["n_samples"] == 2000
     assert math.isfinite(stats["residual_ms_uv2"][0])
+
+
+def test_rest_hash_ignores_thresholds_and_look_back_but_not_the_domain() -> None:
+    """A stored rest calibration stays usable when only thresholds or the look-back change;
+    a different band or method (another test domain) makes it unusable."""
+    base = rest_params_hash(OnsetParams())
+    assert rest_params_hash(OnsetParams(aglr_h=25.0, ramp_penalty=0.5, lookback_ms=90.0)) == base
+    assert rest_params_hash(OnsetParams(band_hz=(30.0, 450.0))) != base
+    assert rest_params_hash(OnsetParams(method="hodges_bui")) != base

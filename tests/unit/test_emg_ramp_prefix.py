@@ -1,7 +1,7 @@
-"""The per-onset kernels made cheap for `nmcore analyze`: the ramp-model look-back
-(`ml_ramp_change`: prefix sums over the plateau, chunked logarithms) against a plain numpy
-reference that sums every term of the log-likelihood; the rest statistics of `arm` and the
-one-call burst metrics of `results`; each also against its `.py_func`."""
+"""The per-onset kernels made cheap for `nmcore analyze`: the rest statistics of `arm` and
+the one-call burst metrics of `results` (offset searched from the alarm), each against a
+plain numpy reference and its `.py_func`. The look-back is tested in
+test_emg_onset_posterior.py."""
 
 from __future__ import annotations
 
@@ -9,63 +9,9 @@ import numpy as np
 import pytest
 
 from nmcore.detect import _emg_kernels as k
-from nmcore.detect.emg import EmgOnsetDetector, OnsetParams
 from nmcore.sim.emg import synth_emg_trial
 
 RATE_HZ = 2000.0
-
-
-def _reference_gains(
-    d: np.ndarray,
-    lo: int,
-    hi: int,
-    kend: int,
-    sig2: float,
-    ramp_max: int,
-    ramp_n: int,
-    kappa: float,
-    penalty: float,
-) -> dict[int, float]:
-    """Best log-likelihood gain of every candidate j (over the ramp lengths), every term of
-    the sum written out: before j variance sig2, from j on sig2 + a^2 min(1, (i-j+1)/R)^2."""
-    best: dict[int, float] = {}
-    for m in range(ramp_n + 1):
-        ramp = (ramp_max * m) // ramp_n
-        for j in range(max(lo, hi - int(0.5 * ramp)), hi + 1):
-            i = np.arange(j, kend + 1)
-            if i.size == 0:
-                continue
-            w = np.ones(i.size) if ramp == 0 else np.minimum(1.0, (i - j + 1) / ramp)
-            excess = float(np.sum(d[i] - sig2))
-            if excess <= 0.0:
-                continue
-            a2 = excess / float(np.sum(w * w))
-            ratio = 1.0 + a2 * w * w / sig2
-            gain = float(np.sum(-np.log(ratio) + d[i] / sig2 * (1.0 - 1.0 / ratio)))
-            gain = 0.5 * kappa * gain - (penalty if ramp > 0 else 0.0)
-            best[j] = max(best.get(j, -np.inf), gain)
-    return best
-
-
-def _check(
-    ring: np.ndarray,
-    flat: np.ndarray,
-    c: int,
-    args: tuple[int, int, int, float, int, int, float, float],
-) -> int:
-    """Kernel == py_func, and the kernel's j is the reference's best up to float rounding
-    (the two sum in different orders; a near-tie may then pick either candidate)."""
-    hi = args[1]
-    got = k.ml_ramp_change(ring, c, *args)
-    assert k.ml_ramp_change.py_func(ring, c, *args) == got
-    gains = _reference_gains(flat, *args)
-    if not gains or max(gains.values()) <= -1.0:
-        assert got == hi  # nothing fits: the step estimate is kept
-        return got
-    top = max(gains.values())
-    ref_j = max(gains, key=lambda j: (gains[j], -j))  # first maximum, as the kernel scans
-    assert got == ref_j or gains[got] >= top - 1e-9 * abs(top), (got, ref_j)
-    return got
 
 
 def _squared_trial(rng: np.random.Generator, shape: str, snr_db: float) -> np.ndarray:
@@ -73,114 +19,6 @@ def _squared_trial(rng: np.random.Generator, shape: str, snr_db: float) -> np.nd
         rng, rate_hz=RATE_HZ, duration_s=0.8, onset_s=0.4, snr_db=snr_db, shape=shape
     )[:, 0]
     return x * x
-
-
-@pytest.mark.parametrize("shape", ["step", "ramp"])
-@pytest.mark.parametrize("snr_db", [3.0, 10.0, 25.0])
-def test_ramp_kernel_matches_reference_and_py_func(shape: str, snr_db: float) -> None:
-    rng = np.random.default_rng(11)
-    d = _squared_trial(rng, shape, snr_db)
-    sig2 = float(d[:700].mean())
-    two = np.ascontiguousarray(np.column_stack([d[::-1], d]))  # channel 1 is the record
-    picked = set()
-    for hi, kend, ramp_max, ramp_n in [
-        (820, 1020, 150, 6),  # the defaults at 2 kHz
-        (850, 1100, 150, 13),
-        (800, 830, 150, 6),  # ramps longer than the data after j
-        (820, 1020, 0, 1),  # ramp model off: the step alone
-        (810, 1200, 240, 50),
-        (805, 805, 37, 5),  # kend == hi
-    ]:
-        lo = hi - ramp_max
-        args = (lo, hi, kend, sig2, ramp_max, ramp_n, 0.43, 1.0)
-        picked.add(_check(two, d, 1, args))
-    assert len(picked) > 1  # the cases do exercise different answers
-
-
-def test_ramp_kernel_reads_the_ring_across_its_wrap() -> None:
-    rng = np.random.default_rng(12)
-    d = _squared_trial(rng, "ramp", 10.0)
-    sig2 = float(d[:700].mean())
-    n_hist = 900
-    shift = 5 * n_hist - 790  # absolute index `shift + i` holds d[i]; 800..1100 wraps
-    ring = np.empty((n_hist, 3))
-    for i in range(600, 600 + n_hist):  # the ring holds samples 600..1499
-        ring[(shift + i) % n_hist, :] = d[i]
-    flat = np.zeros(shift + d.size)
-    flat[shift:] = d
-    for c in range(3):
-        args = (shift + 680, shift + 830, shift + 1030, sig2, 150, 6, 0.43, 1.0)
-        got = _check(ring, flat, c, args)
-        assert (
-            got
-            == k.ml_ramp_change(
-                np.ascontiguousarray(d[:, None]), 0, 680, 830, 1030, sig2, 150, 6, 0.43, 1.0
-            )
-            + shift
-        )
-
-
-def test_ramp_kernel_degenerate_inputs() -> None:
-    d = np.ascontiguousarray(np.full((400, 1), 2.0))
-    # no excess over the rest variance anywhere: the step estimate `hi` is returned
-    assert k.ml_ramp_change(d, 0, 100, 200, 300, 2.0, 50, 5, 0.5, 1.0) == 200
-    assert k.ml_ramp_change(d, 0, 100, 200, 300, 5.0, 50, 5, 0.5, 1.0) == 200
-    # kend before every candidate, and an empty candidate range
-    assert k.ml_ramp_change(d, 0, 100, 200, 150, 1.0, 50, 5, 0.5, 1.0) == 200
-    assert k.ml_ramp_change(d, 0, 210, 200, 300, 1.0, 50, 5, 0.5, 1.0) == 200
-    assert k.ml_ramp_change.py_func(d, 0, 100, 200, 150, 1.0, 50, 5, 0.5, 1.0) == 200
-
-
-def test_huge_variance_ratio_takes_one_logarithm_per_sample() -> None:
-    """A flat (clipped) rest leaves a tiny sig2: a^2 / sig2 beyond the chunked-product range
-    must still give the reference's answer, with no overflow to inf."""
-    rng = np.random.default_rng(13)
-    d = _squared_trial(rng, "ramp", 20.0)
-    d[:700] = 0.0
-    sig2 = 1e-60
-    args = (670, 820, 1020, sig2, 150, 6, 0.43, 1.0)
-    _check(np.ascontiguousarray(d[:, None]), d, 0, args)
-
-
-def _reference_step(d: np.ndarray, lo: int, hi: int, kend: int, sig2: float) -> int:
-    gains = []
-    for j in range(lo, hi + 1):
-        r = float(d[j : kend + 1].mean()) / sig2
-        gains.append((kend - j + 1) * (r - 1.0 - np.log(r)) if r > 1.0 else -1.0)
-    return lo + int(np.argmax(gains)) if max(gains) > -1.0 else hi
-
-
-def test_detector_look_back_lands_on_the_reference_onset() -> None:
-    """Through the whole detector (ramp stage forced by the gate): from the detector's own
-    alarm and rest variance, the numpy step search then the numpy ramp search give the
-    detector's onset."""
-    rng = np.random.default_rng(14)
-    params = OnsetParams(ramp_gate=1e9)
-    stim = 1000
-    moved = 0
-    for shape in ("ramp", "ramp", "ramp", "step"):
-        x = synth_emg_trial(
-            rng, rate_hz=RATE_HZ, duration_s=1.5, onset_s=0.62, snr_db=8.0, shape=shape
-        )
-        det = EmgOnsetDetector(RATE_HZ, 1, params)
-        det.process(x[:stim])
-        det.arm(stim)
-        det.process(x[stim:])
-        det.finish()
-        coef, istate = det.coef, det.istate
-        alarm = int(istate[0, k.I_ALARM])
-        assert alarm > stim
-        kend = alarm + int(coef[k.C_REFINE])
-        d = det.hist_d[:, 0]  # the ring is longer than the record: row = sample index
-        sig2 = float(det.fstate[0, k.F_SIG2])
-        j0 = _reference_step(d, max(stim, alarm - int(coef[k.C_LOOKBACK])), alarm, kend, sig2)
-        ramp_max = int(coef[k.C_RAMP_MAX])
-        args = (max(stim, j0 - ramp_max), j0, kend, sig2, ramp_max, int(coef[k.C_RAMP_N]))
-        gains = _reference_gains(d, *args, float(coef[k.C_KAPPA]), float(coef[k.C_RAMP_PENALTY]))
-        expected = max(gains, key=lambda j: (gains[j], -j))
-        assert int(istate[0, k.I_ONSET]) + int(coef[k.C_DELAY]) == expected
-        moved += expected < j0
-    assert moved >= 1  # the ramp stage did move an onset before the step estimate
 
 
 @pytest.mark.parametrize("n_channels", [2, 3, 16])
@@ -211,13 +49,14 @@ def test_rest_statistics_equal_numpy_bit_for_bit(n_channels: int) -> None:
 
 
 def _reference_burst(
-    y: np.ndarray, onset: int, end: int, window: int, offset_rms: float
+    y: np.ndarray, onset: int, end: int, window: int, offset_rms: float, search_from: int = 0
 ) -> tuple[int, float, float, float]:
     """Moving rms over the last `window` samples (fewer at the start), summed afresh."""
     peak = area = total = 0.0
     for i in range(onset, end):
         seg = y[max(onset, i - window + 1) : i + 1]
-        if i - onset >= window and float(np.sum(seg * seg)) < offset_rms**2 * window:
+        quiet = float(np.sum(seg * seg)) < offset_rms**2 * window
+        if i - onset >= window and i >= search_from and quiet:
             return i, peak, area, total / max(1, i - onset)
         rms = float(np.sqrt(np.mean(seg * seg)))
         peak, area, total = max(peak, rms), area + rms, total + float(y[i] ** 2)
@@ -245,18 +84,40 @@ def test_burst_metrics_all_channels_in_one_call() -> None:
     ends = np.array([shift + 2390, shift + 2390, shift + 1001], dtype=np.int64)
     rest_rms = np.sqrt(np.mean(x[:900] ** 2, axis=0))
     offset_rms = 2.0 * rest_rms
+    # channel 0 searches its offset from the onset, channel 1 from 1400 (its alarm, say)
+    search_from = np.array([shift + 1000, shift + 1400, 0], dtype=np.int64)
     for fn in (k.burst_metrics_all, k.burst_metrics_all.py_func):
         out = np.full((3, 4), -7.0)
-        fn(hist_y, onsets, ends, 50, offset_rms, out)
+        fn(hist_y, onsets, ends, 50, offset_rms, search_from, out)
         np.testing.assert_array_equal(out[2], -7.0)  # no onset: left alone
         for c in range(2):
-            ref = _reference_burst(x[:, c], 1000 + 10 * c, 2390, 50, float(offset_rms[c]))
+            ref = _reference_burst(
+                x[:, c], 1000 + 10 * c, 2390, 50, float(offset_rms[c]), 1000 + 400 * c
+            )
             off = int(out[c, 0])
             assert off == (ref[0] + shift if ref[0] >= 0 else -1)
             np.testing.assert_allclose(out[c, 1:], ref[1:], rtol=1e-9)
-            single = k.burst_metrics(hist_y, c, int(onsets[c]), int(ends[c]), 50, offset_rms[c])
+            single = k.burst_metrics(
+                hist_y, c, int(onsets[c]), int(ends[c]), 50, offset_rms[c], int(search_from[c])
+            )
             assert tuple(out[c]) == (float(single[0]), *single[1:])
     assert out[1, 0] > 0  # the stopped channel has its offset
+
+
+def test_offset_is_not_searched_before_the_alarm() -> None:
+    """A burst quiet for its first 40 ms (a ramp's start): searched from the onset, the
+    offset lands in that quiet start; searched from the alarm, at the burst's real end."""
+    rng = np.random.default_rng(19)
+    y = rng.standard_normal(1000)
+    y[200:700] *= np.concatenate([np.full(80, 1.2), np.full(420, 8.0)])  # quiet, then loud
+    ring = np.ascontiguousarray(y[:, None])
+    for fn in (k.burst_metrics, k.burst_metrics.py_func):
+        early = fn(ring, 0, 200, 1000, 50, 2.0)
+        late = fn(ring, 0, 200, 1000, 50, 2.0, 300)
+        assert 250 <= early[0] < 300
+        assert 700 <= late[0] < 760
+        assert late == _reference_burst(y, 200, 1000, 50, 2.0, 300)[:1] + late[1:]
+        np.testing.assert_allclose(late[1:], _reference_burst(y, 200, 1000, 50, 2.0, 300)[1:])
 
 
 def _reference_clipped(x: np.ndarray, run: int) -> bool:
@@ -299,9 +160,9 @@ def test_clipped_any_matches_reference_and_py_func() -> None:
         assert [bool(fn(np.ascontiguousarray(x), 3)) for x in cases] == expected
 
 
-def test_step_search_and_gate_ratio_across_the_ring_wrap() -> None:
-    """`ml_variance_change` and `_early_late_ratio` walk the ring with a moving position:
-    the same answers as numpy on the unwrapped record, and as their `.py_func`."""
+def test_step_search_across_the_ring_wrap() -> None:
+    """`ml_variance_change` walks the ring with a moving position: the same answer as numpy
+    on the unwrapped record, and as its `.py_func`."""
     rng = np.random.default_rng(18)
     d = _squared_trial(rng, "ramp", 8.0)
     sig2 = float(d[:700].mean())
@@ -318,10 +179,3 @@ def test_step_search_and_gate_ratio_across_the_ring_wrap() -> None:
     j_ref = lo + int(np.argmax(gains))
     for fn in (k.ml_variance_change, k.ml_variance_change.py_func):
         assert fn(ring, 1, shift + lo, shift + hi, shift + kend, sig2) == shift + j_ref
-    for j, early in [(j_ref, 20), (790, 40), (1095, 20), (1100, 20)]:
-        split = min(j + early, kend)
-        late = float(d[split : kend + 1].mean())
-        expected = 1.0 if split <= j else float(d[j:split].mean()) / late
-        for fn_r in (k._early_late_ratio, k._early_late_ratio.py_func):
-            got = fn_r(ring, 0, shift + j, early, shift + kend)
-            assert got == pytest.approx(expected, rel=1e-12)

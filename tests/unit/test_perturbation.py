@@ -60,3 +60,26 @@ def test_rising_edges_exact_and_across_blocks() -> None:
     # an edge on the first sample of a block needs the previous block's last value
     np.testing.assert_array_equal(rising_edges(np.array([1.0, 1.0]), 0.5, previous=0.0), [0])
     assert rising_edges(np.array([1.0, 1.0]), 0.5, previous=1.0).size == 0
+
+
+def test_rising_edges_kernel_matches_numpy_and_py_func() -> None:
+    """The trigger scan's kernel against a plain numpy reference and its `.py_func`, on a
+    2-D block read in place (column 1), with NaN gaps that must never make or arm an edge."""
+    from nmcore.detect import _perturbation_kernels as pk
+    from nmcore.detect.perturbation import rising_edges_in
+
+    rng = np.random.default_rng(5)
+    x = np.zeros((400, 3))
+    x[:, 1] = (rng.random(400) > 0.7).astype(float)
+    x[50:53, 1] = np.nan
+    x[200, 1] = np.nan
+    for previous in (0.0, 1.0, np.nan):
+        col = x[:, 1]
+        prev = np.concatenate([[previous], col[:-1]])
+        ref = np.flatnonzero((col >= 0.5) & (prev < 0.5))
+        np.testing.assert_array_equal(rising_edges_in(x, 1, 0.5, previous), ref)
+        np.testing.assert_array_equal(rising_edges(col.copy(), 0.5, previous), ref)
+        out = np.empty(400, dtype=np.int64)
+        n = pk.rising_edges_column.py_func(x, 1, 0.5, previous, out)
+        np.testing.assert_array_equal(out[:n], ref)
+    assert rising_edges_in(x[:0], 1, 0.5, 0.0).size == 0

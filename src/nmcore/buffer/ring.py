@@ -75,7 +75,8 @@ class RingState(NamedTuple):
     uint8, `meta` int64 with `meta[_kernels.META_HEAD]` = head and `meta[_kernels.META_START]`
     = the first index ever covered. Absolute index `i` is in slot `i % capacity`; the held
     indices are `[max(start, head - capacity), head)`. Pass the arrays to the kernel one by
-    one (`kernel(*ring.state, ...)`), read them only in the writer's thread, and never write.
+    one (`kernel(*ring.state, ...)`), read them only in the writer's thread, and never write,
+    except through `_kernels.ring_push` at the head followed by `RingBuffer.pushed_by_kernel`.
     """
 
     data: FloatArray
@@ -226,6 +227,22 @@ class RingBuffer:
         # `_head` mirrors meta[META_HEAD] so `head` costs no numpy scalar access.
         self._head = max(head, int(first_index) + data.shape[0])
         return PushResult(written, gap, rejected)
+
+    def pushed_by_kernel(self, first_index: int, n: int) -> PushResult:
+        """Keep the facade in step after a fused kernel called `_kernels.ring_push` on
+        `state` itself with a block of `n` samples starting exactly at `head` (the one
+        sanctioned write through `state`: in the writer's thread, contiguous only)."""
+        head = self._head
+        if first_index != head:
+            raise ValueError(
+                f"pushed_by_kernel is for contiguous blocks: first_index {first_index} is not "
+                f"head {head}; push through RingBuffer.push instead"
+            )
+        self._head = head + n
+        result = self._ok_results.get(n)
+        if result is None:
+            result = self._ok_results.setdefault(n, PushResult(n, 0, 0))
+        return result
 
     def _raise_bad_block(self, data: FloatArray, t_s: FloatArray) -> NoReturn:
         raise ValueError(

@@ -29,7 +29,7 @@ from nmcore.calibration.model import (
     jsonable,
     mean_sem,
 )
-from nmcore.detect.emg import EmgOnsetDetector, OnsetParams, params_hash
+from nmcore.detect.emg import EmgOnsetDetector, OnsetParams, rest_params_hash
 
 __all__ = ["fit_mains", "rest", "saturation_fraction"]
 
@@ -215,7 +215,7 @@ def _onset_rest_stats(
     mu = d.mean(axis=0)
     sd = d.std(axis=0)
     sig2 = (y * y).mean(axis=0)
-    h = params_hash(params)
+    h = rest_params_hash(params)
     return [
         OnsetRestStats(
             method=params.method,

@@ -172,7 +172,9 @@ class OnsetRestStats(Strict):
     """The rest statistics `EmgOnsetDetector.arm` computes from a pre-stimulus window, here from
     the rest recording through the same chain (same params): mean and SD of the test-domain
     value (envelope for hodges_bui/tkeo, y**2 for bonato/aglr/cusum) and the mean square of the
-    band-passed signal. In `unit` (mu, sd: unit for envelopes, unit**2 for y**2; sig2: unit**2)."""
+    band-passed signal. In `unit` (mu, sd: unit for envelopes, unit**2 for y**2; sig2: unit**2).
+    `params_hash`: `detect.emg.rest_params_hash`, over the parameters these depend on (method,
+    band, order, envelope low-pass), so a changed threshold or look-back keeps them usable."""
 
     method: str
     params_hash: str

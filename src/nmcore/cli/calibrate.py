@@ -1028,12 +1028,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     ui = Ui(interactive=not args.yes and sys.stdin.isatty() and not args.fast)
+    quiet = [logging.getLogger(name) for name in ("nmcore.runtime", "nmcore.calibration")]
+    levels = [lg.level for lg in quiet]
     if logging.getLogger().getEffectiveLevel() >= logging.INFO:
         # the technician reads prompts: the daemon's start/stop chatter is noise here
-        for name in ("nmcore.runtime", "nmcore.calibration"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+        for lg in quiet:
+            lg.setLevel(logging.WARNING)
     try:
         return int(asyncio.run(args.calibrate(args, ui)))
     except Aborted:
         ui.say("\nAborted: nothing saved.")
         return 130
+    finally:
+        for lg, level in zip(quiet, levels, strict=True):  # in-process callers keep their logs
+            lg.setLevel(level)

@@ -95,3 +95,21 @@ def knee_fit(
             best_t0 = t0
     out[0] = best_t0
     out[1] = best_sse
+
+
+@jit
+def rising_edges_column(
+    x: np.ndarray, col: int, threshold: float, previous: float, out: np.ndarray
+) -> int:
+    """Rows i of x[:, col] at or above `threshold` whose previous sample (`previous` for
+    row 0) was below it, written to `out`; returns how many. NaN compares false both ways,
+    so a gap is never an edge and never arms one. One call per block, no column copy."""
+    n = 0
+    prev = previous
+    for i in range(x.shape[0]):
+        v = x[i, col]
+        if v >= threshold and prev < threshold:
+            out[n] = i
+            n += 1
+        prev = v
+    return n

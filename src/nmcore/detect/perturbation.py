@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
+from nmcore.detect import _perturbation_kernels as _pk
 from nmcore.detect._perturbation_kernels import knee_fit
 from nmcore.detect.change import ChangeParams, detect_change
 from nmcore.detect.emg import params_hash
@@ -32,6 +33,7 @@ __all__ = [
     "MotionOnsetParams",
     "motion_onset",
     "rising_edges",
+    "rising_edges_in",
 ]
 
 ALGORITHM_VERSION = "1"
@@ -74,11 +76,19 @@ class MotionOnset:
 
 def rising_edges(x: FloatArray, threshold: float, previous: float) -> npt.NDArray[np.int64]:
     """Indices i where x[i] >= threshold and the sample before (x[i-1], or `previous` for
-    i == 0) was below it. NaN (a gap) is never an edge and never arms one."""
-    prev = np.empty_like(x)
-    prev[0] = previous
-    prev[1:] = x[:-1]
-    return np.flatnonzero((x >= threshold) & (prev < threshold)).astype(np.int64)
+    i == 0) was below it. NaN (a gap) is never an edge and never arms one. `x`: 1-D, or 2-D
+    with the trigger in column 0 (see `rising_edges_in`)."""
+    arr = np.asarray(x, dtype=np.float64)
+    return rising_edges_in(arr.reshape(arr.shape[0], -1), 0, threshold, previous)
+
+
+def rising_edges_in(
+    x: FloatArray, column: int, threshold: float, previous: float
+) -> npt.NDArray[np.int64]:
+    """`rising_edges` of x[:, column] (x 2-D float64), without copying the column out."""
+    out = np.empty(x.shape[0], dtype=np.int64)
+    n = _pk.rising_edges_column(x, column, float(threshold), float(previous), out)
+    return out[:n]
 
 
 def motion_onset(

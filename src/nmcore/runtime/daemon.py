@@ -227,7 +227,12 @@ class Daemon:
         )
         self.pipeline.add_listener(self.trials.on_block)
         self.sway = (
-            SwayStage(station.detectors.cop_sway, self.pipeline.streams, self.output)
+            SwayStage(
+                station.detectors.cop_sway,
+                self.pipeline.streams,
+                self.output,
+                offload=self._offload if realtime else None,
+            )
             if station.detectors.cop_sway is not None
             else None
         )

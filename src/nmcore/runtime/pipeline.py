@@ -3,6 +3,11 @@
 This is the only place that joins the streaming stages; each stage stays ignorant of the
 others. `ingest` is synchronous and cheap (a handful of jitted calls per block) and runs on
 the event loop; it never blocks.
+
+A stream may carry a fused consumer (`StreamState.chain`, set by the trial engine for the EMG
+stream): its steady-state blocks then go through one jitted call that pushes into the ring
+and runs the EMG chain (`_ingest_kernels.ingest_push_chain`); `chain_events` tells the
+listener that the chain already ran on this block.
 """
 
 from __future__ import annotations
@@ -14,14 +19,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from nmcore.buffer.ring import RingBuffer
+from nmcore.buffer.ring import PushResult, RingBuffer, RingState
 from nmcore.buffer.sequence import SequenceTracker
 from nmcore.clock import ClockModel, TickUnwrapper
 from nmcore.model import Event, SampleBlock, StreamDescriptor
+from nmcore.runtime._ingest_kernels import ingest_push_chain
 
 __all__ = ["Pipeline", "StreamCounters", "StreamState"]
 
 log = logging.getLogger("nmcore.runtime.pipeline")
+
+_F64 = np.dtype(np.float64)
 
 
 @dataclass(slots=True)
@@ -34,6 +42,7 @@ class StreamCounters:
     rejected_samples: int = 0
     gaps: int = 0
     resets: int = 0
+    fused_blocks: int = 0  # blocks pushed and run through the EMG chain in one jitted call
 
 
 @dataclass(slots=True)
@@ -49,9 +58,44 @@ class StreamState:
     cal_offsets: np.ndarray | None = None
     cal_matrix: np.ndarray | None = None
     offsets: np.ndarray | None = None  # subtracted from every sample (tare), per channel
+    # the EMG detector's (work, istate, hist) when its chain runs inside the push kernel
+    chain: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    # events the fused chain raised in the block being handed to listeners; -1: it did not
+    # run (the listener then feeds the detector itself); the consumer resets it to -1
+    chain_events: int = -1
     # scratch for per-block device times, grown on demand (no allocation per block)
     _dev_t: np.ndarray = field(default_factory=lambda: np.empty(0))
     _host_t: np.ndarray = field(default_factory=lambda: np.empty(0))
+    # k * period_s for k < len: the device-time offsets of a block's samples (computed once)
+    _offsets: np.ndarray = field(default_factory=lambda: np.empty(0))
+    _ring_args: RingState = field(init=False)
+
+    def push_chain(self, first_index: int, data: np.ndarray, t_s: np.ndarray) -> PushResult:
+        """Push a block; with a `chain`, in one jitted call that also runs the EMG chain on
+        it when the block continues both the ring and the detector (`chain_events` >= 0
+        then). Otherwise the ring's own push (a gap, an overlap, no chain)."""
+        chain = self.chain
+        if chain is not None and _kernel_ready(data, 2) and _kernel_ready(t_s, 1):
+            events = ingest_push_chain(*self._ring_args, first_index, data, t_s, *chain)
+            self.chain_events = events
+            if events >= 0:
+                self.counters.fused_blocks += 1
+                return self.ring.pushed_by_kernel(first_index, data.shape[0])
+        return self.ring.push(first_index, data, t_s)
+
+    def __post_init__(self) -> None:
+        # the ring's arrays never move: unpacked once, not per block
+        self._ring_args = self.ring.state
+
+
+def _kernel_ready(a: np.ndarray, ndim: int) -> bool:
+    """True for the one array type the fused kernel was compiled for (float64, C-contiguous,
+    writeable, aligned): any other type would compile a new specialisation inside the event
+    loop (seconds), so such blocks take the two-call path, which copies or refuses them."""
+    if a.dtype != _F64 or a.ndim != ndim:
+        return False
+    flags = a.flags
+    return bool(flags.c_contiguous and flags.writeable and flags.aligned)
 
 
 BlockListener = Callable[[StreamState, int, int], None]
@@ -184,40 +228,46 @@ class Pipeline:
             c.late_samples += adm.skip  # already counted missing: the stream moved on
         else:
             c.duplicate_samples += adm.skip
-        if adm.n_keep <= 0:
+        n_keep = adm.n_keep
+        if n_keep <= 0:
             return
-        data = block.data[adm.skip : adm.skip + adm.n_keep]
+        skip = adm.skip
+        # the usual block is kept whole: no slice object to build
+        data = block.data if skip == 0 and n_keep == n else block.data[skip : skip + n_keep]
         if st.cal_offsets is not None:
             data = data - st.cal_offsets
             if st.cal_matrix is not None:
                 data = data @ st.cal_matrix
         if st.offsets is not None:
             data = data - st.offsets
-        n_keep = adm.n_keep
 
-        if st._dev_t.shape[0] < n_keep:
-            st._dev_t = np.empty(max(n_keep, 64))
-            st._host_t = np.empty(max(n_keep, 64))
-        dev_t = st._dev_t[:n_keep]
-        offsets = np.arange(n_keep, dtype=np.float64) * st.period_s
+        period_s = st.period_s
         if st.unwrapper is not None and block.device_ticks is not None:
             t_ref = st.unwrapper.seconds(block.device_ticks)
-            first_dev_s = t_ref - (block.ticks_index - adm.skip) * st.period_s
+            first_dev_s = t_ref - (block.ticks_index - skip) * period_s
         else:
-            first_dev_s = adm.first_index * st.period_s
-        np.add(offsets, first_dev_s, out=dev_t)
+            first_dev_s = adm.first_index * period_s
         if block.host_t_s is not None:
-            host_t = block.host_t_s[adm.skip : adm.skip + n_keep]
+            host_t = block.host_t_s[skip : skip + n_keep]
         else:
-            # the arrival bounds the device time of the last sample that arrived
-            st.clock.observe(float(dev_t[n_keep - 1]), block.arrival_s)
+            if st._dev_t.shape[0] < n_keep:
+                size = max(n_keep, 64)
+                st._dev_t = np.empty(size)
+                st._host_t = np.empty(size)
+                # the products np.arange(n) * period_s, computed once per stream
+                st._offsets = np.arange(size, dtype=np.float64) * period_s
+            dev_t = st._dev_t[:n_keep]
+            np.add(st._offsets[:n_keep], first_dev_s, out=dev_t)
+            # the arrival bounds the device time of the last sample that arrived (the same
+            # float as dev_t[-1]: k * period_s + first_dev_s, without a numpy scalar)
+            st.clock.observe((n_keep - 1) * period_s + first_dev_s, block.arrival_s)
             host_t = st.clock.to_host_array(dev_t, out=st._host_t[:n_keep])
 
-        res = st.ring.push(adm.first_index, data, host_t)
+        res = st.push_chain(adm.first_index, data, host_t)
         rec = self.recorder
         if rec is not None and res.written:
             k = res.rejected_samples
-            counter = block.counter + adm.skip + k
+            counter = block.counter + skip + k
             if st.desc.counter_bits:
                 counter %= 1 << st.desc.counter_bits
             rec.write_samples(
@@ -227,7 +277,7 @@ class Pipeline:
                 host_t[k:],  # a reused scratch buffer: write_samples copies
                 counter=counter,
                 device_ticks=block.device_ticks,
-                ticks_index=block.ticks_index - adm.skip - k,
+                ticks_index=block.ticks_index - skip - k,
             )
         c.samples += res.written
         c.rejected_samples += res.rejected_samples

@@ -20,7 +20,7 @@ def warm_kernels() -> float:
     from nmcore.clock import ClockModel, TickUnwrapper
     from nmcore.detect.cop import cop_from_six_axis
     from nmcore.detect.emg import EmgOnsetDetector
-    from nmcore.detect.perturbation import motion_onset
+    from nmcore.detect.perturbation import motion_onset, rising_edges_in
     from nmcore.detect.sway import sway_measures
     from nmcore.dsp import SosFilter, butter_sos
 
@@ -54,9 +54,22 @@ def warm_kernels() -> float:
     det.process(x[600:])
     det.finish()
     det.results()
+    # the pipeline's fused push + EMG chain (its own compiled copy of the chain)
+    from nmcore.detect._emg_kernels import clipped_any
+    from nmcore.runtime._ingest_kernels import ingest_push_chain
+
+    fused = EmgOnsetDetector(1000.0, 2)
+    ring = RingBuffer(2, 64)
+    ingest_push_chain(
+        *ring.state, 0, x[:8].copy(), np.arange(8.0), fused.work, fused.istate, fused.hist
+    )
+    # a trial's clipping check runs once per trial close: loaded inside the loop otherwise
+    # (the daemon's largest stall after ready, 27-40 ms)
+    clipped_any(np.ascontiguousarray(x[:16]), 3)
     y = rng.standard_normal((600, 3))
     y[400:, 0] += np.linspace(0, 20, 200)
     motion_onset(y, 1000.0, 300)
+    rising_edges_in(y, 0, 0.5, 0.0)  # the trigger scan, every trigger block
     # 12 s at 100 Hz: longer than a Welch segment, so the spectral kernel runs
     cop = cop_from_six_axis(*(np.full(1200, v) for v in (1.0, 1.0, 700.0, 1.0, 1.0)))
     noise = rng.normal(0, 1e-3, (1200, 2))

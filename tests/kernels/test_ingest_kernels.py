@@ -1,0 +1,129 @@
+"""`ingest_push_chain` (ring push + EMG chain in one call) against its `.py_func` and a numpy
+reference: numpy fancy-index ring writes and the detector's own two-call chain."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from nmcore.buffer import _kernels as rk
+from nmcore.detect.emg import EmgOnsetDetector, OnsetParams
+from nmcore.runtime._ingest_kernels import NOT_FUSED, ingest_push_chain
+
+RATE_HZ = 2000.0
+N_CH = 4
+CAPACITY = 300  # wraps several times over the record
+
+IMPLS = [
+    pytest.param(ingest_push_chain, id="jit"),
+    pytest.param(ingest_push_chain.py_func, id="py_func"),
+]
+
+
+def _record(seed: int = 3, n: int = 6000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, N_CH))
+    x[3500:] *= np.array([25.0, 1.0, 12.0, 40.0])  # bursts on three channels
+    return x
+
+
+class Ring:
+    def __init__(self) -> None:
+        self.data = np.full((CAPACITY, N_CH), np.nan)
+        self.t = np.full(CAPACITY, np.nan)
+        self.valid = np.zeros(CAPACITY, dtype=np.uint8)
+        self.meta = np.zeros(rk.META_LEN, dtype=np.int64)
+
+    def args(self) -> tuple[np.ndarray, ...]:
+        return self.data, self.t, self.valid, self.meta
+
+
+def _numpy_push(r: Ring, first: int, data: np.ndarray, t_s: np.ndarray) -> None:
+    slots = np.arange(first, first + data.shape[0]) % CAPACITY
+    r.data[slots] = data
+    r.t[slots] = t_s
+    r.valid[slots] = 1
+    r.meta[rk.META_HEAD] = first + data.shape[0]
+    r.meta[rk.META_WRITTEN_TOTAL] += data.shape[0]
+
+
+def _detector() -> EmgOnsetDetector:
+    return EmgOnsetDetector(RATE_HZ, N_CH, OnsetParams(response_window_ms=1500.0))
+
+
+def _stream(
+    impl: Callable[..., int] | None, blocks: list[int]
+) -> tuple[Ring, EmgOnsetDetector, list[tuple[int, Any]]]:
+    """Feed the record in blocks of the given sizes; arm at sample 2000. `impl` None: the
+    numpy reference (numpy ring writes, then the detector's own `process`)."""
+    x = _record()
+    ring, det = Ring(), _detector()
+    events: list[tuple[int, Any]] = []
+    pos = 0
+    armed = False
+    for size in blocks:
+        block = np.ascontiguousarray(x[pos : pos + size])
+        t_s = (pos + np.arange(size)) / RATE_HZ
+        if impl is None:
+            _numpy_push(ring, pos, block, t_s)
+            ev = det.process(block)
+        else:
+            n_ev = impl(*ring.args(), pos, block, t_s, det.work, det.istate, det.hist)
+            assert n_ev >= 0
+            ev = det._collect() if n_ev else []
+        events.extend((pos, e) for e in ev)
+        pos += size
+        if not armed and pos >= 2000:
+            det.arm(2000)
+            armed = True
+    return ring, det, events
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("sizes", [[32], [7, 32, 1, 50]], ids=["32", "mixed"])
+def test_matches_numpy_reference(impl: Callable[..., int], sizes: list[int]) -> None:
+    kept: list[int] = []
+    for b in itertools.cycle(sizes):  # block sizes in turn, up to the record's 6000 samples
+        if sum(kept) + b > 6000:
+            break
+        kept.append(b)
+    ref_ring, ref_det, ref_events = _stream(None, kept)
+    ring, det, events = _stream(impl, kept)
+    for a, b in zip(ring.args(), ref_ring.args(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(det.istate, ref_det.istate)
+    np.testing.assert_array_equal(det.work, ref_det.work)
+    written = min(det.head, det.hist.shape[1])  # the rest of the history is np.empty
+    np.testing.assert_array_equal(det.hist[:, :written], ref_det.hist[:, :written])
+    assert events == ref_events
+    assert any(e.kind == "onset" for _, e in events)  # the bursts were found
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_not_fused_touches_nothing(impl: Callable[..., int]) -> None:
+    x = _record()
+    ring, det = Ring(), _detector()
+    chain = (det.work, det.istate, det.hist)
+    assert impl(*ring.args(), 0, x[:32].copy(), np.arange(32.0), *chain) >= 0
+    before = [a.copy() for a in (*ring.args(), det.work, det.istate, det.hist)]
+    cases = [
+        (40, x[32:64], np.arange(32.0)),  # a gap: the ring's head is 32
+        (16, x[16:48], np.arange(32.0)),  # an overlap
+        (32, x[32:64, :2], np.arange(32.0)),  # wrong channel count
+        (32, x[32:64], np.arange(31.0)),  # wrong time count
+    ]
+    for first, block, t_s in cases:
+        got = impl(
+            *ring.args(), first, np.ascontiguousarray(block), t_s, det.work, det.istate, det.hist
+        )
+        assert got == NOT_FUSED
+    for a, b in zip((*ring.args(), det.work, det.istate, det.hist), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # the detector behind the ring (it skipped a block) is not fused either
+    ring.meta[rk.META_HEAD] = 64
+    got = impl(*ring.args(), 64, x[64:96].copy(), np.arange(32.0), det.work, det.istate, det.hist)
+    assert got == NOT_FUSED

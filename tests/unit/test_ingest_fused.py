@@ -1,0 +1,139 @@
+"""The daemon's fused EMG ingest (ring push + EMG chain in one jitted call) gives exactly what
+the two-call path gives: ring contents, counters, onsets, trial results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from nmcore.config import load_station
+from nmcore.model import SampleBlock
+from nmcore.runtime.daemon import Daemon
+
+SIM_RIG = Path(__file__).resolve().parents[2] / "src/nmcore/configs_builtin/sim-rig.toml"
+EMG = "emg.emg"
+
+
+def _lossy(daemon: Daemon) -> None:
+    """Drop every 37th EMG block, repeat every 53rd, swap two every 71st (the same blocks
+    in every run: counted per stream), so the gap, duplicate and late paths run too."""
+    n = {"count": 0}
+    held: list[SampleBlock] = []
+    ingest = daemon.pipeline.ingest
+
+    def tap(block: SampleBlock) -> None:
+        if block.stream_id != EMG:
+            ingest(block)
+            return
+        n["count"] += 1
+        k = n["count"]
+        if held:
+            ingest(block)
+            ingest(held.pop())  # late: already counted missing
+            return
+        if k % 71 == 0:
+            held.append(block)
+            return
+        if k % 37 == 0:
+            return
+        ingest(block)
+        if k % 53 == 0:
+            ingest(block)
+
+    for sup in daemon.supervisors.values():
+        sup._on_block = tap
+
+
+async def _run(*, fused: bool, lossy: bool, seconds: float = 12.0) -> Daemon:
+    station = load_station(SIM_RIG)
+    daemon = Daemon(station, realtime=False, publish=False)
+    st = daemon.pipeline.streams[EMG]
+    if not fused:
+        st.chain = None  # the two-call path: ring.push, then the engine feeds the detector
+    if lossy:
+        _lossy(daemon)
+    await daemon.run(duration_s=seconds)
+    return daemon
+
+
+def _strip(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in outputs if o.get("type") != "status"]
+
+
+@pytest.mark.parametrize("lossy", [False, True], ids=["clean", "lossy"])
+async def test_fused_ingest_matches_two_call_path(lossy: bool) -> None:
+    fused = await _run(fused=True, lossy=lossy)
+    plain = await _run(fused=False, lossy=lossy)
+    a, b = fused.pipeline.streams[EMG], plain.pipeline.streams[EMG]
+    assert a.chain is not None
+    assert b.chain is None
+    assert a.counters.fused_blocks > 0.9 * a.counters.blocks  # the steady state is fused
+    assert b.counters.fused_blocks == 0
+    for x, y in zip(a.ring.state, b.ring.state, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert a.ring.head == b.ring.head
+    assert {**vars_of(a.counters), "fused_blocks": 0} == vars_of(b.counters)
+    det_a, det_b = fused.trials._emg, plain.trials._emg
+    assert det_a is not None
+    assert det_b is not None
+    np.testing.assert_array_equal(det_a.istate, det_b.istate)
+    np.testing.assert_array_equal(det_a.work, det_b.work)
+    out_a, out_b = _strip(fused.outputs), _strip(plain.outputs)
+    assert out_a == out_b
+    onsets = [o for o in out_a if o.get("type") == "onset"]
+    results = [o for o in out_a if o.get("type") == "trial_result"]
+    assert onsets
+    assert results
+    if lossy:
+        assert a.counters.missing_samples > 0
+        assert a.counters.duplicate_samples > 0
+        assert a.counters.late_samples > 0
+        assert any(o.get("type") == "gap" and o.get("source") == EMG for o in out_a)
+
+
+def vars_of(counters: Any) -> dict[str, int]:
+    return {name: getattr(counters, name) for name in counters.__slots__}
+
+
+async def test_subset_of_channels_or_emg_trigger_keeps_the_two_call_path() -> None:
+    station = load_station(SIM_RIG)
+    emg = station.detectors.emg_onset
+    assert emg is not None
+    subset = emg.model_copy(update={"channels": ["soleus", "tibialis_anterior"]})
+    detectors = station.detectors.model_copy(update={"emg_onset": subset})
+    daemon = Daemon(station.model_copy(update={"detectors": detectors}), realtime=False)
+    assert daemon.pipeline.streams[EMG].chain is None
+
+
+def test_push_chain_fuses_only_the_compiled_array_type() -> None:
+    """A read-only or strided block would need a new compiled specialisation inside the
+    event loop: it takes the two-call path instead, with the same ring contents."""
+    from nmcore.detect.emg import EmgOnsetDetector
+    from nmcore.model import ChannelSpec, StreamDescriptor, StreamKind
+    from nmcore.runtime.pipeline import Pipeline
+
+    desc = StreamDescriptor(
+        EMG, "emg", StreamKind.EMG, 2000.0, tuple(ChannelSpec(f"c{i}", "uV") for i in range(4))
+    )
+    st = Pipeline([desc], history_s=1.0, emit=lambda _e: None).streams[EMG]
+    det = EmgOnsetDetector(2000.0, 4)
+    st.chain = (det.work, det.istate, det.hist)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((32, 4))
+    t = np.arange(32.0)
+    assert st.push_chain(0, x, t).written == 32
+    assert (st.counters.fused_blocks, st.chain_events, det.head) == (1, 0, 32)
+    wide = rng.standard_normal((32, 8))
+    frozen = x.copy()
+    frozen.flags.writeable = False
+    for data in (wide[:, ::2], frozen):  # strided, read-only
+        st.chain_events = -1
+        res = st.push_chain(st.ring.head, data, t + st.ring.head)
+        assert res.written == 32
+        assert st.chain_events == -1  # the chain did not run: the listener feeds it
+        assert st.counters.fused_blocks == 1
+        np.testing.assert_array_equal(st.ring.latest(32).data, data)
+    assert det.head == 32
