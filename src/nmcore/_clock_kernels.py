@@ -21,7 +21,16 @@ import numpy.typing as npt
 
 from nmcore._numba import jit
 
-__all__ = ["affine_map", "bracket_range", "envelope_fit", "minima_slope"]
+__all__ = [
+    "affine_map",
+    "bracket_range",
+    "envelope_fit",
+    "event_grid",
+    "group_minima",
+    "local_floor",
+    "minima_slope",
+    "shrink_slope",
+]
 
 
 @jit
@@ -135,6 +144,111 @@ def minima_slope(
         mad = np.median(np.abs(work[:n] - med))
         keep_all = med + 3.0 * 1.4826 * mad
     return d
+
+
+@jit
+def group_minima(
+    u: npt.NDArray[np.float64],
+    v: npt.NDArray[np.float64],
+    start: int,
+    n: int,
+    d: float,
+    group_s: float,
+    gu: npt.NDArray[np.float64],
+    gv: npt.NDArray[np.float64],
+) -> int:
+    """The lowest point (least v - d*u) of each span of `group_s` in u, in order, written to
+    gu/gv from index 0; returns their number. Points sorted by u; groups are floor(u /
+    group_s), so a point's group never depends on which other points are in the ring."""
+    cap = u.shape[0]
+    m = 0
+    g_cur = np.nan
+    best = np.inf
+    for k in range(n):
+        i = (start + k) % cap
+        g = np.floor(u[i] / group_s)
+        key = v[i] - d * u[i]
+        if g != g_cur:
+            g_cur = g
+            gu[m] = u[i]
+            gv[m] = v[i]
+            best = key
+            m += 1
+        elif key < best:
+            best = key
+            gu[m - 1] = u[i]
+            gv[m - 1] = v[i]
+    return m
+
+
+@jit
+def shrink_slope(
+    u: npt.NDArray[np.float64],
+    start: int,
+    n: int,
+    work: npt.NDArray[np.float64],
+    d: float,
+    prior_sd: float,
+) -> float:
+    """The slope `d` of `minima_slope` shrunk toward 0 by its own standard error.
+
+    d * prior_sd**2 / (prior_sd**2 + se**2): the posterior mean under a N(0, prior_sd**2)
+    prior on the drift, with se from the residuals `minima_slope` left in `work` (the same
+    high-outlier cut). Why: with dense packets se is a few ppm and nothing changes; with
+    sparse long frames (an H10: one frame per 0.18-0.56 s, most 0.5 s bins holding only a
+    phase-locked frame 25-30 ms above the floor) the minima are a sawtooth and the plain
+    slope runs to the drift limit (measured: +-300 ppm fitted for -100 after 10 s).
+    """
+    cap = u.shape[0]
+    if n < 3:
+        return d
+    med = np.median(work[:n])
+    mad = np.median(np.abs(work[:n] - med))
+    keep_all = med + 3.0 * 1.4826 * mad
+    su = 0.0
+    m = 0
+    u0 = u[start % cap]
+    for k in range(n):
+        if work[k] <= keep_all:
+            su += u[(start + k) % cap] - u0
+            m += 1
+    if m < 3:
+        return d
+    mu = su / m
+    suu = 0.0
+    srr = 0.0
+    for k in range(n):
+        if work[k] <= keep_all:
+            du = u[(start + k) % cap] - u0 - mu
+            suu += du * du
+            srr += work[k] * work[k]
+    if suu <= 0.0:
+        return 0.0
+    se2 = srr / (m - 2) / suu
+    p2 = prior_sd * prior_sd
+    return d * p2 / (p2 + se2)
+
+
+@jit
+def local_floor(
+    u: npt.NDArray[np.float64],
+    v: npt.NDArray[np.float64],
+    start: int,
+    n: int,
+    d: float,
+    u_lo: float,
+    u_hi: float,
+) -> float:
+    """min(v - d*u) over the points with u_lo <= u < u_hi (inf when there is none): the
+    floor just before a suspected step, compared over seconds rather than the whole window
+    so that a slope error costs little."""
+    cap = u.shape[0]
+    best = np.inf
+    for k in range(n):
+        i = (start + k) % cap
+        if u_lo <= u[i] < u_hi:
+            best = min(best, v[i] - d * u[i])
+    return best
 
 
 @jit
@@ -292,3 +406,85 @@ def affine_map(
     """
     for i in range(x.shape[0]):
         out[i] = base + slope * (x[i] - x0)
+
+
+@jit
+def event_grid(
+    a: npt.NDArray[np.float64],
+    start: int,
+    n: int,
+    step_s: float,
+    k_lo: int,
+    k_hi: int,
+    frac_min: float,
+    slide_max: float,
+    work: npt.NDArray[np.float64],
+    out: npt.NDArray[np.float64],
+) -> bool:
+    """The delivery grid of a link from its batch arrival times (host seconds, sorted).
+
+    For each interval I = k * step_s, k from k_hi down to k_lo, the residues a mod I are
+    tested for one cluster: the best window of width I / 4 (circular) must hold at least
+    `frac_min` of them. The largest such I wins: a divisor of the true interval clusters
+    as well but would make lower bounds that are too high, a multiple spreads over several
+    residues (a multiple that clusters by chance, a link using only every second event,
+    gives looser but still true bounds). out[0] = I, out[1] = the lowest residue of the
+    cluster (the event phase plus the fastest host path), both relative to a[start].
+    The radio's clock drifts against the host's: the cluster's lower edge slides, by at
+    most `slide_max` seconds per second; out[0] is then the interval in host seconds and
+    out[1] the edge at a[start] (the lowest line under the residues, Moon et al. again).
+    `work` (length >= n) is scratch. False (out untouched) when no interval clusters.
+    """
+    cap = a.shape[0]
+    if n < 8 or k_hi < k_lo:
+        return False
+    a0 = a[start % cap]
+    need = frac_min * n
+    for k in range(k_hi, k_lo - 1, -1):
+        iv = k * step_s
+        for j in range(n):
+            r = (a[(start + j) % cap] - a0) % iv
+            work[j] = r
+        res = np.sort(work[:n])
+        width = 0.25 * iv
+        best = 0
+        best_i = 0
+        hi = 0
+        for i in range(n):
+            # residues i..hi-1 (wrapping once) within [res[i], res[i] + width]
+            if hi < i + 1:
+                hi = i + 1
+            while hi < i + n:
+                x = res[hi % n] + (iv if hi >= n else 0.0)
+                if x - res[i] > width:
+                    break
+                hi += 1
+            if hi - i > best:
+                best = hi - i
+                best_i = i
+        if best >= need:
+            # The events' clock (the radio's) drifts against the host's: fit the slow
+            # slide of the cluster's lower edge (lowest line under the residues).
+            # Only the cluster's members: an arrival a host stall pushed to just before
+            # the next event would otherwise pull the edge early, and the bounds with it.
+            p = res[best_i]
+            tu = np.empty(n)
+            tv = np.empty(n)
+            m = 0
+            for j in range(n):
+                i = (start + j) % cap
+                r = (a[i] - a0 - p) % iv
+                if r > iv - 1e-9:  # the edge itself, rounded to just below a whole interval
+                    r -= iv
+                if r <= width:
+                    tu[m] = a[i] - a0
+                    tv[m] = r
+                    m += 1
+            hull = np.empty(m, dtype=np.int64)
+            fit = np.empty(3)
+            envelope_fit(tu, tv, 0, m, -slide_max, slide_max, hull, fit)
+            slide = fit[1]
+            out[0] = iv * (1.0 + slide)
+            out[1] = p + fit[0]
+            return True
+    return False

@@ -53,7 +53,15 @@ The estimator (and why this one)
    hangs on two noisy vertices; the minima are order statistics of a stationary delay
    distribution, so a line through all of them is far steadier (measured: p99 error
    10-60 s after start, worst of 12 runs at 30 ms intervals: 1.47 -> 0.83 ms). Before
-   `min_fit_span_s` of data the slope is 0: a slope from a second of data is noise.
+   `min_fit_span_s` of data the slope is 0: a slope from a second of data is noise. The
+   slope is then shrunk toward 0 by its own standard error against a 100 ppm prior
+   (`_clock_kernels.shrink_slope`): a few ppm of change with dense packets, but sparse long
+   frames (a Polar H10: one frame per 0.18-0.56 s, most bins holding only a frame locked
+   25-30 ms late to the connection events) make the minima a sawtooth whose plain slope
+   ran to the 300 ppm limit. For the same reason the line goes through the lowest bin of
+   each span as long as the longest recent gap between bins near the floor
+   (`_clock_kernels.group_minima`): every bin on a dense link, a few seconds' worth on
+   sparse frames (simulated H10, 96 runs of 60 s: worst p99 8-16 ms -> 5-6 ms).
 4. Offset: the highest line of that slope below every bin minimum of the recent window
    (`window_s`): the envelope. Between refits a packet that lies below the line lowers
    the offset at once, so the line is always on or below every accepted arrival.
@@ -77,7 +85,31 @@ The estimator (and why this one)
    envelope is sharp: not used (`_MULTI_MIN`). Host-stack delays push lower bounds late by
    the delay of the batch they refer to: on a link with ms-scale delays most are dropped or
    make the sides cross, and the model is back to the envelope.
-6. Time-sync (NTP's clock filter, bounded): the feasible offsets are [latest send, earliest
+6. Event grid (sparse links, where item 5 is off): BLE delivers only at connection events,
+   a grid of one interval (a multiple of 1.25 ms) that the host sees through every arrival
+   even when most events carry nothing. The grid is inferred from the recent batch
+   arrivals (`_clock_kernels.event_grid`: the largest interval on which 90% of them sit
+   within a quarter interval of one phase, that phase's slow slide against the host clock
+   fitted as a lower envelope). A packet then left at the grid event just before its
+   arrival and was not complete at the event before that (a device sends what it has at
+   each event): its mapped time lies after the event before (taken with the fastest host
+   path seen, like the envelope), a lower bound that carries neither the host path's
+   variable delay nor the sparseness. Kept also from packets that waited almost a whole
+   interval (the envelope's stall rule sets those aside, yet their bound is the tightest),
+   these bounds and the arrivals make a bracket of item 5's kind: slope
+   from the middle of the feasible slopes (or the young slope kept within them), the map
+   in the middle of the offsets feasible at that slope. Why: an H10's ECG frames visit
+   their 39 phases over 22 s and the envelope alone is 1-3 ms high for the first minute;
+   the grid bracket closes from both sides at once (simulated H10, p99 after 10 s: 4.4 ->
+   2.9 ms at 100 ppm; through the fake BlueZ: see benchmarks/bench_ble.py). It steps
+   aside by itself: no grid found (USB serial, a link without fixed events, a host too
+   unsteady for a quarter interval), a dense link (item 5 applies), sides that cross (a
+   device that holds frames back), or a bracket wider than a quarter interval (few
+   phases seen: the middle would be a guess, while the envelope is exact for a packet on
+   the tick). An arrival a host stall pushed a whole interval late is placed on the next
+   event: its lower bound is then too high, which the crossing check usually catches;
+   one left over moves the map at most toward the envelope.
+7. Time-sync (NTP's clock filter, bounded): the feasible offsets are [latest send, earliest
    arrival or answer] under the fitted slope; within that interval the model takes the
    midpoint of the exchange with the shortest round trip. That is right when both legs
    have the same minimum latency (a serial line: it removes the fixed latency the envelope
@@ -99,9 +131,14 @@ delay reachable is the phase spacing between them (e.g. 10 ms packets in 30 ms i
 never get closer than their fixed phase), and it slides only as fast as the relative drift;
 the envelope touches the truth only where that phase passes zero. Accuracy is then bounded
 by the phase spacing until the horizon spans such a passage (1024 Hz in 16-sample packets
-at 50 ms intervals: 3.1 ms spacing; the same in 15-sample packets: 0.2 ms). With no drift
-at all between the grids the phase never moves and the bias stays: it is then a fixed
-latency like the one above.
+at 50 ms intervals: 3.1 ms spacing; the same in 15-sample packets: 0.2 ms). Long frames make it
+worse: a Polar H10's ECG frame (73 samples at 130 Hz) is 18 + 28/39 connection intervals of
+30 ms, so its frames fall on 39 phases 0.77 ms apart, visited in a fixed order over 22 s,
+and its ACC frame (36 at 200 Hz) is exactly 6 intervals, locked to one phase that slides
+with the drift (0.1 ms/s at 100 ppm). In the first minute the lowest arrival seen is then
+often 1-3 ms above the floor (simulated and through the fake BlueZ), plus the fixed
+latency. With no drift at all between the grids the phase never moves and the bias stays:
+it is then a fixed latency like the one above.
 
 Discontinuities
 ---------------
@@ -109,13 +146,21 @@ A residual r = y - line(x) is checked for each packet:
 - r < -`jump_tol_s` (an arrival before the device time it carries: impossible, since delays
   are not negative) or a device time going back by more than `back_tol_s` (0.1 s: streams
   of one device may share a model and interleave by up to a packet's duration): after
-  `confirm_n` consecutive such packets (a single corrupt timestamp is ignored), the clock
-  stepped: restart the fit from these packets and count a discontinuity.
+  `confirm_n` consecutive such packets, the clock stepped: restart the fit from these
+  packets and count a discontinuity. Fewer are not a step: a packet early by less than
+  `stall_tol_s` and in device-time order with its neighbours shows the line was above the
+  floor (sparse frames: the first line can rest on frames 25 ms late) and is accepted once
+  the next packet is normal; anything else (a corrupt timestamp) is ignored.
 - r > `stall_tol_s` for every packet over `hold_s` of device time: the device clock stepped
   back (or restarted) by more than the tolerance; a transport stall drains within that time
-  and lets at least one packet near the floor again. Restart, count.
-- Every bin minimum more than `shift_tol_s` (5 ms) above the envelope for `shift_hold_s`
-  (5 s): a smaller step back; the floor moved up and stayed. Restart, count. Left alone
+  and lets at least one packet near the floor again. Restart, count. On a link whose
+  packets reach the floor rarely the hold stretches to 3x the longest recent gap between
+  such packets (at most window_s / 4): an H10's ACC frames stay 25-30 ms late for minutes
+  while the ECG frames beside them reach the floor every 1-2 s.
+- Every bin minimum more than `shift_tol_s` (5 ms) above the floor of the seconds before
+  (the lowest bin minimum then, never below the envelope) for `shift_hold_s` (5 s, or 5x
+  the longest recent gap between bins near the floor, at most window_s / 2): a smaller step
+  back; the floor moved up and stayed. Restart, count. Left alone
   it would hold the times early by the step for a window and bend the drift fit for a
   drift horizon. The price: a link so degraded that no packet in 5 s gets within 5 ms of
   the floor restarts the fit too (and once more when the floor comes back, through the
@@ -132,7 +177,16 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from nmcore._clock_kernels import affine_map, bracket_range, envelope_fit, minima_slope
+from nmcore._clock_kernels import (
+    affine_map,
+    bracket_range,
+    envelope_fit,
+    event_grid,
+    group_minima,
+    local_floor,
+    minima_slope,
+    shrink_slope,
+)
 
 __all__ = ["ClockModel", "ClockStats", "TickUnwrapper"]
 
@@ -150,6 +204,41 @@ _MULTI_GAIN = 1.0 / 32.0
 _MULTI_MIN = 0.5
 # Packets buffered while a discontinuity is being confirmed, replayed into the new fit.
 _RUN_CAP = 256
+# Spread of crystal drift expected before the data say otherwise (quartz: tens of ppm,
+# 100 ppm for a poor one): a young slope as uncertain as this is shrunk toward 0 by half.
+_DRIFT_PRIOR = 100e-6
+# A run must outlast this many of the link's longest recent gaps between packets (stall
+# rule) or bins (shift rule) near the floor before it counts as a clock step: room for a
+# gap longer than any seen yet, without waiting long on a link that reaches the floor often.
+# Sparse H10-like frames (simulated, 40 runs of 60 s): gaps between packets within 20 ms
+# of the floor reach 1.9 s and are rarely exceeded; gaps between bins within 5 ms of it
+# run to 7 s after only 2 s were seen, so the shift rule needs the wider margin.
+_STALL_GAP_FACTOR = 3.0
+_SHIFT_GAP_FACTOR = 5.0
+# Connection-event grid (see _detect_grid): batch arrivals kept, the step of BLE connection
+# intervals, the shortest interval, the share of batches that must sit on one grid phase
+# (within a quarter interval), how much a grid lower bound is lowered for the phase estimate.
+_GRID_CAP = 256
+_GRID_STEP_S = 0.00125
+_GRID_MIN_K = 6
+_GRID_FRAC = 0.9
+_GRID_MARGIN_S = 0.0002
+_GRID_SPAN_S = 20.0
+# Drift of the radio's clock (which times the events) against the host's: 200 ppm at most.
+_GRID_SLIDE = 200e-6
+# The grid is inferred again every so often (0.3 ms a time for an H10's 30 ms events).
+_GRID_EVERY_S = 2.0
+# The grid bracket is used only once it is narrower than this share of the interval.
+_GRID_WIDTH = 0.25
+
+
+def _peak_hold(held: float, gap: float, tau_s: float, *, grow: bool) -> float:
+    """The longest recent gap: decays by the device time passed (`gap`) over `tau_s`, and a
+    longer `gap` replaces it when `grow`. A NaN gap (no previous point) leaves it unchanged."""
+    if not gap >= 0.0:
+        return held
+    decayed = held * max(0.0, 1.0 - gap / tau_s)
+    return max(gap, decayed) if grow else decayed
 
 
 class TickUnwrapper:
@@ -234,6 +323,8 @@ class ClockStats:
     defined; it cannot include the unobservable fixed minimum latency).
     `arrival_jitter_ms`: p95 of arrival delays above the envelope. `model_age_s`: since the
     last accepted observation.
+    `event_interval_ms`: the delivery grid's interval (BLE connection interval, in host
+    time) while the grid bracket sets the map, else None.
     `n_observations`: accepted since the last restart. `resets`: restarts of the fit
     (detected discontinuities plus `reset()` calls); `discontinuities`: detected ones only.
     """
@@ -250,6 +341,7 @@ class ClockStats:
     n_sync: int = 0
     sync_rejected: int = 0
     effective_rate_hz: float | None = None
+    event_interval_ms: float | None = None
 
 
 class ClockModel:
@@ -301,6 +393,34 @@ class ClockModel:
         "_ev_xmin",
         "_fit_out",
         "_fitted",
+        "_floor_gap_s",
+        "_floor_high",
+        "_floor_u",
+        "_ga",
+        "_ga_n",
+        "_ga_start",
+        "_gl_end",
+        "_gl_lkey",
+        "_gl_lu",
+        "_gl_lw",
+        "_gl_ukey",
+        "_gl_uu",
+        "_gl_uv",
+        "_gr_n",
+        "_gr_start",
+        "_grid_iv",
+        "_grid_low",
+        "_grid_out",
+        "_grid_p",
+        "_grid_t",
+        "_grid_used",
+        "_grlu",
+        "_grlw",
+        "_gru",
+        "_grv",
+        "_gu",
+        "_gv",
+        "_gwork",
         "_half_s",
         "_high_since",
         "_hold_s",
@@ -313,6 +433,8 @@ class ClockModel:
         "_live_key",
         "_live_u",
         "_live_v",
+        "_low_gap_s",
+        "_low_u",
         "_lower_dropped",
         "_lw_key",
         "_lw_u",
@@ -412,6 +534,18 @@ class ClockModel:
         # Per bin, the highest lower bound (NaN: none in that bin), aligned with _bu/_bv.
         self._bwu = np.full(self._cap, np.nan)
         self._bww = np.full(self._cap, np.nan)
+        # Bins of the event-grid bracket (see _grid_bound): per bin the lowest upper bound
+        # (+inf: none) and the highest lower bound (NaN: none). Unlike the envelope's bins
+        # they keep packets that waited almost a whole interval (residual above
+        # stall_tol_s): those are the ones whose lower bound is tight.
+        self._gru = np.zeros(self._cap)
+        self._grv = np.full(self._cap, np.inf)
+        self._grlu = np.zeros(self._cap)
+        self._grlw = np.full(self._cap, np.nan)
+        self._ga = np.zeros(_GRID_CAP)  # first arrival of each recent batch (host s)
+        self._gwork = np.zeros(2 * _GRID_CAP)
+        self._grid_out = np.zeros(2)
+        self._grid_clear()
         # The drift horizon: coarse bins holding as many points as the window's fine ones.
         self._drift_window_s = max(
             self._window_s, positive("drift_window_s", drift_window_s or 4.0 * self._window_s)
@@ -422,6 +556,8 @@ class ClockModel:
         self._cv = np.zeros(self._ccap)
         self._hull = np.zeros(max(self._cap, self._ccap), dtype=np.int64)
         self._work = np.zeros(self._cap)
+        self._gu = np.zeros(self._cap)  # per-span bin minima for the young slope
+        self._gv = np.zeros(self._cap)
         self._fit_out = np.zeros(3)
         self._range_out = np.zeros(5)
         self._su = np.zeros(_SYNC_CAP)
@@ -434,6 +570,10 @@ class ClockModel:
         self._sync_rejected = 0
         self._lower_dropped = 0
         self._multi = 0.0  # a property of the link: kept across restarts
+        # Longest recent device-time gaps between packets near the floor (r <= stall_tol_s)
+        # and between bins near the envelope: properties of the link, kept across restarts.
+        self._floor_gap_s = 0.0
+        self._low_gap_s = 0.0
         self._restart()
 
     # -- state -----------------------------------------------------------------------------
@@ -465,6 +605,11 @@ class ClockModel:
         self._lw_key = -math.inf
         self._lw_u = 0.0
         self._lw_w = math.nan
+        self._gr_start = 0
+        self._gr_n = 0
+        self._gl_end = -math.inf
+        self._gl_clear()
+        self._grid_used = False
         self._ev_first = -math.inf
         self._ev_prev = -math.inf
         self._ev_xmin = math.inf
@@ -479,9 +624,72 @@ class ClockModel:
         self._run_n = 0
         self._run_first_x = 0.0
         self._high_since = math.inf
+        self._floor_u = math.nan
+        self._floor_high = False
+        self._low_u = math.nan
+
+    def _gl_clear(self) -> None:
+        self._gl_ukey = math.inf
+        self._gl_uu = 0.0
+        self._gl_uv = math.inf
+        self._gl_lkey = -math.inf
+        self._gl_lu = 0.0
+        self._gl_lw = math.nan
+
+    def _gl_store(self, j: int) -> None:
+        self._gru[j] = self._gl_uu
+        self._grv[j] = self._gl_uv
+        self._grlu[j] = self._gl_lu
+        self._grlw[j] = self._gl_lw
+
+    def _grid_add(self, u: float, up_y: float, low_y: float) -> None:
+        """Add a packet's grid bounds (host seconds; +inf / NaN: none) to the grid bins."""
+        if up_y == math.inf and low_y != low_y:
+            return
+        if u >= self._gl_end:
+            if self._gl_end != -math.inf:
+                cap = self._cap
+                if self._gr_n == cap - 1:
+                    self._gr_start = (self._gr_start + 1) % cap
+                    self._gr_n -= 1
+                self._gl_store((self._gr_start + self._gr_n) % cap)
+                self._gr_n += 1
+                while (
+                    self._gr_n > 1
+                    and max(self._gru[self._gr_start], self._grlu[self._gr_start])
+                    < u - self._window_s
+                ):
+                    self._gr_start = (self._gr_start + 1) % cap
+                    self._gr_n -= 1
+            self._gl_clear()
+            self._gl_end = (math.floor(u / self._bin_s) + 1.0) * self._bin_s
+        elif u < self._gl_end - self._bin_s:
+            return  # an older bin, already closed
+        d = self._d
+        if up_y != math.inf:
+            v = up_y - self._y0 - u
+            if v - d * u < self._gl_ukey:
+                self._gl_ukey = v - d * u
+                self._gl_uu = u
+                self._gl_uv = v
+        if low_y == low_y:
+            w = low_y - self._y0 - u
+            if w - d * u > self._gl_lkey:
+                self._gl_lkey = w - d * u
+                self._gl_lu = u
+                self._gl_lw = w
+
+    def _grid_clear(self) -> None:
+        self._ga_start = 0
+        self._ga_n = 0
+        self._grid_iv = math.nan
+        self._grid_p = math.nan
+        self._grid_low = math.nan
+        self._grid_t = -math.inf
 
     def reset(self) -> None:
         """Forget the fit: the device reconnected with an unknown clock."""
+        self._grid_clear()  # a new connection has its own event grid
         self._restart()
         self._resets += 1
 
@@ -508,6 +716,7 @@ class ClockModel:
 
     def _observe(self, device_time_s: float, arrival_s: float, *, packet: bool) -> None:
         lower_y = math.nan
+        grid_y = math.nan
         if packet:
             # Delivery batches: a packet arriving in a later batch than the previous one was
             # not complete when that batch left (a transport sends what it has), so its
@@ -520,11 +729,15 @@ class ClockModel:
                 self._ev_prev = self._ev_first
                 self._ev_first = arrival_s
                 self._ev_xmin = self._ev_xmax = device_time_s
+                self._grid_low = self._grid_bound(arrival_s)
             else:
                 self._ev_xmin = min(self._ev_xmin, device_time_s)
                 self._ev_xmax = max(self._ev_xmax, device_time_s)
             if self._ev_prev != -math.inf:
                 lower_y = self._ev_prev
+            grid_y = self._grid_low
+        else:
+            grid_y = math.nan
         if self._n == 0:
             self._begin(device_time_s, arrival_s)
             return
@@ -539,11 +752,12 @@ class ClockModel:
                 # Long batches (50 ms BLE events) make the first packets of a batch look
                 # stalled, yet those are the ones whose lower bound is tight.
                 self._lower_point(u, lower_y)
+                self._grid_add(u, math.inf, grid_y)
             self._anomaly(device_time_s, arrival_s, u, r)
             return
         if self._run_kind:
-            self._end_run()
-        self._accept(u, arrival_s, r, lower_y)
+            self._end_run(u)
+        self._accept(u, arrival_s, r, lower_y, grid_y)
 
     def _begin(self, x: float, y: float) -> None:
         self._x0 = x
@@ -552,8 +766,18 @@ class ClockModel:
         self._live_end = self._bin_s
         self._accept(0.0, y, 0.0, math.nan)
 
-    def _accept(self, u: float, y: float, r: float, lower_y: float) -> None:
+    def _accept(
+        self, u: float, y: float, r: float, lower_y: float, grid_y: float = math.nan
+    ) -> None:
         self._n += 1
+        if not u <= self._floor_u:  # also when _floor_u is NaN (first packet of a fit)
+            # Only a stretch in which packets came but none near the floor counts as a gap
+            # (a silent link says nothing); every stretch lets an old gap decay.
+            self._floor_gap_s = _peak_hold(
+                self._floor_gap_s, u - self._floor_u, self._window_s, grow=self._floor_high
+            )
+            self._floor_high = False
+            self._floor_u = u
         self._last_arrival_s = y
         if u >= self._live_end:
             if self._close_bin(u):
@@ -576,6 +800,7 @@ class ClockModel:
             self._live_u = u
             self._live_v = y - self._y0 - u
         self._lower_point(u, lower_y)
+        self._grid_add(u, y, grid_y)
         if r < 0.0:
             self._base += r
             r = 0.0
@@ -593,6 +818,77 @@ class ClockModel:
                 self._lw_u = u
                 self._lw_w = w
 
+    def _grid_bound(self, arrival_s: float) -> float:
+        """The grid lower bound of a batch first arriving at `arrival_s` (NaN: none).
+
+        With the link's event grid known, the batch left at the grid event just before its
+        arrival, and a packet in it was not complete at the event before that (a device
+        sends what it has at each event): its mapped time is after that event. Unlike the
+        previous batch's arrival, this bound does not carry the host path's variable delay,
+        and it is there for every packet, however sparse. An arrival far from every grid
+        event (beyond a quarter interval) is not placed on the grid: no bound.
+        """
+        self._grid_push(arrival_s)
+        iv = self._grid_iv
+        if iv != iv or self._multi >= _MULTI_MIN:
+            # A dense link (most batches carry several packets) has the batch bracket: the
+            # previous batch was the previous event, nothing to infer.
+            return math.nan
+        k = math.floor((arrival_s - self._grid_p) / iv)
+        event = self._grid_p + k * iv
+        if arrival_s - event > 0.25 * iv:
+            return math.nan
+        return event - iv - _GRID_MARGIN_S
+
+    def _grid_push(self, arrival_s: float) -> None:
+        if self._ga_n == _GRID_CAP:
+            self._ga_start = (self._ga_start + 1) % _GRID_CAP
+            self._ga_n -= 1
+        self._ga[(self._ga_start + self._ga_n) % _GRID_CAP] = arrival_s
+        self._ga_n += 1
+
+    def _detect_grid(self) -> None:
+        """Infer the link's delivery grid (BLE connection events) from batch arrivals.
+
+        Why: a sparse link (an H10 frame every 0.18-0.56 s) shows the grid only through the
+        events that carry something, yet each frame then lies in one known interval before
+        its event, whatever the host path did (see _grid_bound). Intervals are multiples of
+        1.25 ms, no longer than the usual gap between batches; the largest one on which at
+        least 90% of the recent batches (20 s) sit within a quarter interval of one phase
+        wins. No grid (USB serial, a link without fixed events, an unsteady host): none.
+        """
+        while self._ga_n and self._ga[self._ga_start] < self._last_arrival_s - _GRID_SPAN_S:
+            self._ga_start = (self._ga_start + 1) % _GRID_CAP
+            self._ga_n -= 1
+        now = self._last_arrival_s
+        if now - self._grid_t < _GRID_EVERY_S or self._multi >= _MULTI_MIN:
+            if self._multi >= _MULTI_MIN:
+                self._grid_iv = math.nan  # a dense link: item 5's bracket, no grid needed
+            return
+        self._grid_t = now
+        n = self._ga_n
+        self._grid_iv = math.nan
+        if n < 16:
+            return
+        idx = (self._ga_start + np.arange(n)) % _GRID_CAP
+        gaps = np.diff(self._ga[idx])
+        k_hi = int((float(np.percentile(gaps, 10)) + 0.1 * _GRID_STEP_S) / _GRID_STEP_S)
+        out = self._grid_out
+        if event_grid(
+            self._ga,
+            self._ga_start,
+            n,
+            _GRID_STEP_S,
+            _GRID_MIN_K,
+            k_hi,
+            _GRID_FRAC,
+            _GRID_SLIDE,
+            self._gwork,
+            out,
+        ):
+            self._grid_iv = float(out[0])
+            self._grid_p = float(self._ga[self._ga_start]) + float(out[1])
+
     def _live_lower_w(self) -> float:
         """The live bin's lower bound, or NaN when it is none.
 
@@ -609,8 +905,28 @@ class ClockModel:
                 return math.nan
         return w
 
+    def _stall_hold_s(self) -> float:
+        """How long every packet must stay above `stall_tol_s` to be a clock step back.
+
+        `hold_s`, or longer on a link whose packets near the floor come rarely: frames that
+        are whole multiples of the connection interval (an H10's 36-sample ACC frames are
+        six 30 ms events) keep one phase for minutes, all of them 25-30 ms late, and only a
+        sparse stream beside them reaches the floor (measured through the fake BlueZ: runs
+        of 1.9 s, and a restart 22 s in that cost 14 ms). A transport stall drains within
+        the longest gap the link shows between packets near the floor; a step back does not.
+        """
+        return min(max(self._hold_s, _STALL_GAP_FACTOR * self._floor_gap_s), self._window_s / 4.0)
+
+    def _shift_hold(self) -> float:
+        """`shift_hold_s`, or longer when bins near the envelope are rare (see _stall_hold_s)."""
+        return min(
+            max(self._shift_hold_s, _SHIFT_GAP_FACTOR * self._low_gap_s), self._window_s / 2.0
+        )
+
     def _anomaly(self, x: float, y: float, u: float, r: float) -> None:
         kind = 1 if r > self._stall_tol_s and u >= self._u_last - self._back_tol_s else 2
+        if kind == 1:
+            self._floor_high = True
         if kind != self._run_kind:
             if self._run_kind:
                 self._end_run()
@@ -620,7 +936,7 @@ class ClockModel:
         self._run.append((x, y))  # bounded: only the latest are replayed
         self._run_n += 1
         confirmed = self._run_n >= self._confirm_n and (
-            kind == 2 or x - self._run_first_x >= self._hold_s
+            kind == 2 or x - self._run_first_x >= self._stall_hold_s()
         )
         if confirmed:
             replay = list(self._run)
@@ -630,15 +946,30 @@ class ClockModel:
             for px, py in replay:
                 self.observe(px, py)
 
-    def _end_run(self) -> None:
+    def _end_run(self, u_next: float = math.nan) -> None:
         # A stall that drained (or a lone corrupt timestamp): its packets say nothing
         # about the floor, but they were received.
         if self._run_kind == 1:
             self._n += self._run_n
             self._last_arrival_s = self._run[-1][1]
+        early = list(self._run) if self._run_kind == 2 else []
         self._run.clear()
         self._run_kind = 0
         self._run_n = 0
+        for x, y in early:
+            # Too early for the line, yet in order with the packets around it and by less
+            # than a batching delay: the line was above the floor, not the packet wrong.
+            # Sparse frames do this: an H10's ACC frames can sit 25 ms late for minutes
+            # and set the first line; the ECG frame that later comes 10 ms under it is
+            # the floor (measured: dropped as corrupt, the map stayed 10 ms late).
+            u = x - self._x0
+            r = y - (self._base + self._slope * u)
+            if (
+                r >= -self._stall_tol_s
+                and u >= self._u_last - self._back_tol_s
+                and u <= u_next + self._back_tol_s
+            ):
+                self._accept(u, y, r, math.nan)
 
     def observe_sync(self, host_send_s: float, device_time_s: float, host_recv_s: float) -> None:
         """A time-sync exchange: the device read `device_time_s` between send and receive."""
@@ -674,12 +1005,31 @@ class ClockModel:
         """Close the live bin, slide the window, refit. True: the floor has shifted up."""
         shifted = False
         if self._live_key != math.inf and self._fitted:
-            excess = self._live_v - (self._c_env + self._d * self._live_u)
+            # Against the floor of the few seconds before the suspected step (the lowest
+            # bin then, never below the envelope), not the window's envelope: while a young
+            # slope is off (sparse frames: 100-200 ppm for seconds) the envelope's distance
+            # grows with the time to its touching point, up to a window away, and a floor
+            # that did not move reads as one that did.
+            hold = self._shift_hold()
+            t_ref = min(self._high_since, self._live_u)
+            ref = local_floor(
+                self._bu, self._bv, self._start, self._n_bins, self._d, t_ref - hold, t_ref
+            )
+            if ref == math.inf:
+                ref = self._c_env
+            excess = self._live_v - self._d * self._live_u - max(ref, self._c_env)
             if excess <= self._shift_tol_s:
+                self._low_gap_s = _peak_hold(  # grows only over high bins (see _accept)
+                    self._low_gap_s,
+                    self._live_u - self._low_u,
+                    self._window_s,
+                    grow=self._high_since != math.inf,
+                )
                 self._high_since = math.inf
+                self._low_u = self._live_u
             elif self._high_since == math.inf:
                 self._high_since = self._live_u
-            elif self._live_u - self._high_since >= self._shift_hold_s:
+            elif self._live_u - self._high_since >= hold:
                 shifted = True
         if self._live_key != math.inf:
             cap = self._cap
@@ -704,6 +1054,7 @@ class ClockModel:
         while self._sync_n and self._su[self._sync_start] < oldest:
             self._sync_start = (self._sync_start + 1) % _SYNC_CAP
             self._sync_n -= 1
+        self._detect_grid()
         self._refit(include_live=False)
         return shifted
 
@@ -770,6 +1121,9 @@ class ClockModel:
             d_lo, d_hi = -lim, lim
         self._half_s = math.nan
         rng = self._range_out
+        self._grid_used = False
+        if self._grid_fit(n, d_lo, d_hi, d_long, span):
+            return
         bracketed = self._lower_ok() and bool(
             bracket_range(
                 self._bu,
@@ -798,8 +1152,7 @@ class ClockModel:
         elif d_lo == d_hi:
             d = d_lo
         else:
-            d = minima_slope(self._bu, self._bv, self._start, n, self._work)
-            d = min(max(d, -lim), lim)
+            d = self._young_slope(n)
         envelope_fit(self._bu, self._bv, self._start, n, d, d, self._hull, out)
         c_env = float(out[0])
         c = c_env
@@ -818,6 +1171,68 @@ class ClockModel:
         self._slope = 1.0 + d
         self._base = self._y0 + c
         self._settled = bool(self._fitted and span >= self._settle_s)
+
+    def _young_slope(self, n: int) -> float:
+        """Drift of a young fit from the bin minima (module docstring, item 3)."""
+        # Through the lowest bin of each span as long as the link's longest recent gap
+        # between bins near the floor: one bin per span on a dense link (nothing
+        # changes), a few seconds on sparse frames, where most bins hold only frames
+        # locked 25-30 ms late and their minima make a sawtooth, not a floor.
+        lim = self._max_drift
+        group_s = max(self._bin_s, self._low_gap_s)
+        gu, gv = self._gu, self._gv
+        m = group_minima(self._bu, self._bv, self._start, n, self._d, group_s, gu, gv)
+        d = minima_slope(gu, gv, 0, m, self._work)
+        d = shrink_slope(gu, 0, m, self._work, d, _DRIFT_PRIOR)
+        return min(max(d, -lim), lim)
+
+    def _grid_fit(self, n: int, d_lo: float, d_hi: float, d_long: float, span: float) -> bool:
+        """The map between the arrivals and the grid lower bounds (_grid_bound), when the
+        link has an event grid and a line fits between them; False: not used."""
+        if self._sync_n or self._grid_iv != self._grid_iv or self._multi >= _MULTI_MIN:
+            return False
+        rng = self._range_out
+        gn = self._gr_n
+        if self._gl_end != -math.inf:  # the live grid bin, in the spare slot
+            self._gl_store((self._gr_start + gn) % self._cap)
+            gn += 1
+        args = (self._gru, self._grv, self._grlu, self._grlw, self._gr_start, gn)
+        if not bracket_range(*args, d_lo, d_hi, self._u_last, rng):
+            # the sides cross: the device does not send at the first event after a
+            # packet is complete (it buffers), or the grid is wrong: arrivals alone
+            return False
+        lim = self._max_drift
+        d1, d2 = float(rng[2]), float(rng[3])
+        if d_long == d_long:
+            d = min(max(d_long, d1), d2)
+        elif d_lo == d_hi:
+            d = d_lo
+        elif d1 > -lim * 0.999 and d2 < lim * 0.999:
+            d = 0.5 * (d1 + d2)
+        else:
+            d = min(max(self._young_slope(n), d1), d2)
+        if not bracket_range(*args, d, d, self._u_last, rng):
+            return False
+        out = self._fit_out
+        envelope_fit(self._bu, self._bv, self._start, n, d, d, self._hull, out)
+        c_env = float(out[0])
+        lo_now, hi_now = float(rng[0]), float(rng[1])
+        if hi_now - lo_now > _GRID_WIDTH * self._grid_iv:
+            # Packets at few phases of the interval (phase-locked, or not yet seen many):
+            # the truth may lie anywhere in the interval and the middle is a guess; the
+            # envelope is exact when the phase is zero (an arrival on the tick).
+            return False
+        c = min(0.5 * (lo_now + hi_now) - d * self._u_last, c_env)
+        now = c + d * self._u_last
+        self._half_s = max(now - lo_now, hi_now - now, 0.0)
+        self._grid_used = True
+        self._c_env = c_env
+        self._env_shift = c_env - c
+        self._d = d
+        self._slope = 1.0 + d
+        self._base = self._y0 + c
+        self._settled = bool(self._fitted and span >= self._settle_s)
+        return True
 
     def _sync_offset(self, c_env: float, d: float) -> float:
         """The offset with time-sync in the window (NTP's clock filter, bounded).
@@ -950,4 +1365,5 @@ class ClockModel:
             n_sync=self._sync_n,
             sync_rejected=self._sync_rejected,
             effective_rate_hz=None if rate is None else rate / self._slope,
+            event_interval_ms=self._grid_iv * 1e3 if self._grid_used else None,
         )
