@@ -1159,12 +1159,18 @@ class ClockModel:
         if self._sync_n:
             c = self._sync_offset(c_env, d)
         elif bracketed:
-            # The middle of the values that every line between the two sides takes now;
-            # never above the envelope of the chosen slope.
-            lo_now, hi_now = float(rng[0]), float(rng[1])
-            c = min(0.5 * (lo_now + hi_now) - d * self._u_last, c_env)
-            now = c + d * self._u_last
-            self._half_s = max(now - lo_now, hi_now - now, 0.0)
+            c = self._bracket_middle(float(rng[0]), float(rng[1]), d, c_env)
+        self._set_map(c, d, c_env, span)
+
+    def _bracket_middle(self, lo_now: float, hi_now: float, d: float, c_env: float) -> float:
+        """The middle of the values every line between the two sides takes now (never above
+        the envelope of slope d); the half-width becomes the offset uncertainty."""
+        c = min(0.5 * (lo_now + hi_now) - d * self._u_last, c_env)
+        now = c + d * self._u_last
+        self._half_s = max(now - lo_now, hi_now - now, 0.0)
+        return c
+
+    def _set_map(self, c: float, d: float, c_env: float, span: float) -> None:
         self._c_env = c_env
         self._env_shift = c_env - c
         self._d = d
@@ -1222,16 +1228,9 @@ class ClockModel:
             # the truth may lie anywhere in the interval and the middle is a guess; the
             # envelope is exact when the phase is zero (an arrival on the tick).
             return False
-        c = min(0.5 * (lo_now + hi_now) - d * self._u_last, c_env)
-        now = c + d * self._u_last
-        self._half_s = max(now - lo_now, hi_now - now, 0.0)
+        c = self._bracket_middle(lo_now, hi_now, d, c_env)
         self._grid_used = True
-        self._c_env = c_env
-        self._env_shift = c_env - c
-        self._d = d
-        self._slope = 1.0 + d
-        self._base = self._y0 + c
-        self._settled = bool(self._fitted and span >= self._settle_s)
+        self._set_map(c, d, c_env, span)
         return True
 
     def _sync_offset(self, c_env: float, d: float) -> float:
