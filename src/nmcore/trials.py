@@ -489,8 +489,9 @@ class TrialEngine:
                 w = st.ring.window_by_time(trial.stimulus_s - rest_s, end_s)
                 quality["gap_in_window"] = bool(quality["gap_in_window"] or w.has_gap)
                 quality["clipping"] = bool(_clipped(w.data[:, self._emg_channels]))
+                names = st.desc.channel_names  # a property that builds a tuple: once
                 for r in results:
-                    name = st.desc.channel_names[self._emg_channels[r.channel]]
+                    name = names[self._emg_channels[r.channel]]
                     onset = trial.onsets.get(r.channel)
                     latency = onset["latency_ms"] if onset else None
                     in_window = latency is not None and lo_ms <= latency <= hi_ms

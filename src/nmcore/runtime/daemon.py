@@ -73,6 +73,7 @@ from nmcore.trials import SwayStage, TrialEngine
 __all__ = ["Daemon", "Health", "run_daemon"]
 
 log = logging.getLogger("nmcore.runtime")
+_GIL_SWITCH_S = 0.0005  # the loop gets the GIL back from a busy worker within ~0.5 ms
 
 # tare: an unloaded plate reads a few N of offset; more than this is someone on it
 TARE_MAX_LOAD_N = 50.0
@@ -443,9 +444,14 @@ class Daemon:
                     warm()
             gc.collect()
             gc.freeze()  # compiled kernels and config live forever: keep them out of GC scans
+            # The trial worker thread runs Python too (fits, payloads): while it holds the
+            # GIL the loop waits up to the switch interval (5 ms by default) for it.
+            switch_s = sys.getswitchinterval()
+            sys.setswitchinterval(min(switch_s, _GIL_SWITCH_S))
             try:
                 await self._run_tasks(t0, duration_s, status_every_s, feeder)
             finally:
+                sys.setswitchinterval(switch_s)
                 self.trials.finish()
                 await self._drain_trial_jobs()
                 if self.publisher is not None:
