@@ -25,23 +25,9 @@ FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 VECTORS = FIRMWARE / "protocol" / "vectors"
 
 
-@pytest.fixture(scope="module")
-def host_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (shutil.which("make") and shutil.which(os.environ.get("CC", "gcc"))):
-        pytest.skip("needs make and gcc to build the host firmware (apt install build-essential)")
-    build = tmp_path_factory.mktemp("fw-build")
-    subprocess.run(
-        ["make", "-C", str(FIRMWARE), f"B={build}", f"{build}/nm-fw-host"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return build / "nm-fw-host"
-
-
-def _run(host_bin: Path, *args: str, stdin: bytes = b"") -> bytes:
+def _run(fw_bin: Path, *args: str, stdin: bytes = b"") -> bytes:
     proc = subprocess.run(
-        [str(host_bin), *args], input=stdin, capture_output=True, check=True, timeout=30
+        [str(fw_bin), *args], input=stdin, capture_output=True, check=True, timeout=30
     )
     return proc.stdout
 
@@ -51,16 +37,16 @@ def _decode(data: bytes) -> tuple[FrameDecoder, list[Packet]]:
     return dec, dec.feed(data)
 
 
-def test_script_mode_reproduces_the_golden_session(host_bin: Path) -> None:
+def test_script_mode_reproduces_the_golden_session(fw_bin: Path) -> None:
     golden = json.loads((VECTORS / "script_session.json").read_text())["vectors"][0]
-    assert _run(host_bin, "--script").hex() == golden["stream_hex"]
+    assert _run(fw_bin, "--script").hex() == golden["stream_hex"]
 
 
-def test_fast_stream_is_continuous_and_deterministic(host_bin: Path) -> None:
+def test_fast_stream_is_continuous_and_deterministic(fw_bin: Path) -> None:
     args = ("--fast", "--autostart", "--duration-s", "3", "--seed", "5", "--emg-format", "i24")
-    data = _run(host_bin, *args)
-    assert _run(host_bin, *args) == data  # seeded: the same bytes every run
-    assert _run(host_bin, *args[:-4], "--seed", "6", *args[-2:]) != data
+    data = _run(fw_bin, *args)
+    assert _run(fw_bin, *args) == data  # seeded: the same bytes every run
+    assert _run(fw_bin, *args[:-4], "--seed", "6", *args[-2:]) != data
     dec, packets = _decode(data)
     assert dec.stats.frames_rejected == 0
     assert dec.stats.bytes_skipped == 0
@@ -81,10 +67,10 @@ def test_fast_stream_is_continuous_and_deterministic(host_bin: Path) -> None:
     assert status[-1].fields["dropped_samples"] == 0
 
 
-def test_corrupted_frames_are_counted_and_the_rest_match_the_clean_run(host_bin: Path) -> None:
+def test_corrupted_frames_are_counted_and_the_rest_match_the_clean_run(fw_bin: Path) -> None:
     base = ("--fast", "--autostart", "--duration-s", "2", "--seed", "9")
-    _, clean = _decode(_run(host_bin, *base))
-    dec, noisy = _decode(_run(host_bin, *base, "--corrupt-rate", "0.2"))
+    _, clean = _decode(_run(fw_bin, *base))
+    dec, noisy = _decode(_run(fw_bin, *base, "--corrupt-rate", "0.2"))
     clean_keys = Counter((p.ptype, p.stream_id, p.counter) for p in clean)
     noisy_keys = Counter((p.ptype, p.stream_id, p.counter) for p in noisy)
     assert not noisy_keys - clean_keys  # nothing invented
@@ -100,7 +86,7 @@ def test_corrupted_frames_are_counted_and_the_rest_match_the_clean_run(host_bin:
             np.testing.assert_array_equal(p.samples, ref.samples)
 
 
-def test_commands_over_stdin_get_replies(host_bin: Path) -> None:
+def test_commands_over_stdin_get_replies(fw_bin: Path) -> None:
     cmds = b"".join(
         [
             encode_command("identify", seq=1),
@@ -112,7 +98,7 @@ def test_commands_over_stdin_get_replies(host_bin: Path) -> None:
         ]
     )
     dec, packets = _decode(
-        _run(host_bin, "--duration-s", "0.4", "--status-period-s", "0.1", stdin=cmds)
+        _run(fw_bin, "--duration-s", "0.4", "--status-period-s", "0.1", stdin=cmds)
     )
     assert dec.stats.frames_rejected == 0
     replies = {p.counter: p.fields for p in packets if p.ptype is PacketType.COMMAND_REPLY}
@@ -133,9 +119,9 @@ def test_commands_over_stdin_get_replies(host_bin: Path) -> None:
     assert last_status.fields["rx_bad_frames"] == 1
 
 
-def test_pty_mode(host_bin: Path) -> None:
+def test_pty_mode(fw_bin: Path) -> None:
     proc = subprocess.Popen(
-        [str(host_bin), "--pty", "--duration-s", "5"],
+        [str(fw_bin), "--pty", "--duration-s", "5"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tty
@@ -42,7 +41,6 @@ from nmcore.runtime.pipeline import Pipeline, StreamState
 from nmcore.runtime.supervisor import DeviceState, DeviceSupervisor
 from nmcore_drivers.nmcore_serial import NmcoreSerialDriver, TimeSyncSample
 
-FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
 U32 = 1 << 32
 SPP = {"emg": 32, "imu": 10, "force": 10}  # samples per packet of the reference firmware
 INDEX = {"emg": 0, "imu": 1, "force": 2}
@@ -50,22 +48,6 @@ PERIOD_US = {"emg": 500, "imu": 5000, "force": 1000}
 
 
 # -- the firmware ----------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def fw_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The host build, made with `make -C firmware` into a private directory (parallel runs
-    and other engineers' builds of firmware/build must not race with this one)."""
-    if not (shutil.which("make") and shutil.which(os.environ.get("CC", "gcc"))):
-        pytest.skip("needs make and gcc to build the host firmware (apt install build-essential)")
-    build = tmp_path_factory.mktemp("fw-serial-build")
-    subprocess.run(
-        ["make", "-C", str(FIRMWARE), f"B={build}", f"{build}/nm-fw-host"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return build / "nm-fw-host"
-
-
 class Firmware:
     """One `nm-fw-host --pty` process; `path` is its pty (the firmware holds it open)."""
 

@@ -9,7 +9,6 @@ import importlib.util
 import io
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tty
@@ -26,22 +25,6 @@ from nmcore.cli.main import main
 from nmcore.errors import DeviceError
 from nmcore.hostclock import MonotonicClock
 from nmcore.transport.ports import BY_ID_DIR
-
-FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
-
-
-@pytest.fixture(scope="module")
-def fw_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (shutil.which("make") and shutil.which(os.environ.get("CC", "gcc"))):
-        pytest.skip("needs make and gcc to build the host firmware (apt install build-essential)")
-    build = tmp_path_factory.mktemp("fw-devices-build")
-    subprocess.run(
-        ["make", "-C", str(FIRMWARE), f"B={build}", f"{build}/nm-fw-host"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return build / "nm-fw-host"
 
 
 @pytest.fixture

@@ -251,32 +251,22 @@ def zero(
     checks = [_still_check(step)]
     vertical, _ = _vertical(step)
     name = "Fz" if _layout(channels) == "six_axis" else "the cells' sum"
-    if max_fz_n is None:
-        pass
-    elif abs(vertical) > max_fz_n:
+    if max_fz_n is not None:
+        ok = abs(vertical) <= max_fz_n
         checks.append(
             Check(
                 name="unloaded",
-                passed=False,
+                passed=ok,
                 value=abs(vertical),
                 limit=max_fz_n,
                 unit="N",
                 message=(
-                    f"{name} reads {vertical:.1f} N with the plate meant to be unloaded "
+                    f"{name} reads {vertical:.2f} N: unloaded"
+                    if ok
+                    else f"{name} reads {vertical:.1f} N with the plate meant to be unloaded "
                     f"(limit {max_fz_n:g} N): take everything off the plate (or zero the "
                     "amplifier if the plate is empty) and record the zero again"
                 ),
-            )
-        )
-    else:
-        checks.append(
-            Check(
-                name="unloaded",
-                passed=True,
-                value=abs(vertical),
-                limit=max_fz_n,
-                unit="N",
-                message=f"{name} reads {vertical:.2f} N: unloaded",
             )
         )
     if previous is not None:
