@@ -256,33 +256,37 @@ async def test_last_will_says_lost_after_sigkill(
 async def test_full_outbox_drops_oldest_events_never_results(
     mosquitto_cls: Any, station: str, tmp_path: Path, mqtt_config: Any, subscriber: Any
 ) -> None:
-    broker = mosquitto_cls(tmp_path)  # away while the outbox fills
+    broker = mosquitto_cls(tmp_path)
     cfg = mqtt_config(broker, outbox_max_messages=100)
     base = f"{ROOT}/{station}"
 
     def gap(i: int) -> GapEvent:
         return GapEvent(t_s=i, stream_id="s", first_index=i, missing_samples=1, start_s=i, end_s=i)
 
+    # The subscription stands before the publisher can reach the broker: a paused broker
+    # (SIGSTOP) answers nobody, so the outbox fills; resumed, it delivers to a subscriber that
+    # was already there. (Starting the broker late raced the subscriber's SUBSCRIBE against the
+    # publisher's reconnect and flush: messages sent in between reached nobody.)
+    broker.start()
     try:
-        async with Publisher(cfg, station, tmp_path, backoff_initial_s=0.05) as pub:
-            for i in range(150):
-                pub.publish_event(gap(i))
-            for i in range(10):
-                pub.publish_result(result(i))
-            # 150 events filled 100 places and evicted 50; each result evicted one more
-            assert pub.stats.dropped_events == 60
-            assert pub.stats.outbox_depth == 100
-            broker.start()
-            async with subscriber(broker, [f"{base}/event/gap", f"{base}/trial/result"]) as (
-                _,
-                got,
-            ):
+        async with subscriber(broker, [f"{base}/event/gap", f"{base}/trial/result"]) as (_, got):
+            broker.pause()
+            async with Publisher(cfg, station, tmp_path, backoff_initial_s=0.05) as pub:
+                for i in range(150):
+                    pub.publish_event(gap(i))
+                for i in range(10):
+                    pub.publish_result(result(i))
+                # 150 events filled 100 places and evicted 50; each result evicted one more
+                assert pub.stats.dropped_events == 60
+                assert pub.stats.outbox_depth == 100
+                broker.resume()
                 assert await pub.flush(10.0)
                 await got.wait_for(lambda m: len(m) == 100)
         gaps = [m.json()["first_index"] for m in got.on(f"{base}/event/gap")]
         assert gaps == list(range(60, 150))  # the newest 90 events
         assert len(got.on(f"{base}/trial/result")) == 10  # every result
     finally:
+        broker.resume()
         broker.stop()
 
 
