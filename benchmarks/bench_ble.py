@@ -15,9 +15,15 @@ Usage: .venv/bin/python benchmarks/bench_ble.py [--smoke] [--duration-s S] [--tr
    at the nominal period (what a driver without a clock model does). Next to it, the
    observable floor: for each sample, the lowest (arrival - true time of the frame's last
    sample) over the frames received so far, i.e. the error of an arrival-only estimator
-   that knew the drift exactly; no clock model fed arrivals alone can do better. `--trace`
-   writes one JSON line per frame to stderr (arrival delay, the model's error, its drift).
-2. Decoder cost per frame: the numba delta kernel against a plain numpy decoder (unpackbits
+   that knew the drift exactly; an upper-envelope-only model cannot do better. And the grid
+   oracle (`GridOracle`): exact connection events, no host path, the minimax middle of every
+   (offset, drift) consistent with all frames so far; its bracket width is what the data
+   cannot resolve, so no estimator can promise less than half of it. `--trace` writes one
+   JSON line per frame to stderr (arrival delay, the model's error, its drift).
+2. Phase sweep: the same frames against 12 phases of the event grid (3 with --smoke), no BLE
+   stack, model and oracle p99 (median/min/max over phases): how much item 1 depends on
+   where the central put its connection events.
+3. Decoder cost per frame: the numba delta kernel against a plain numpy decoder (unpackbits
    per block) on the same Verity-style ACC frames; raw 24-bit ECG frames vectorised against a
    per-sample `int.from_bytes` loop.
 
@@ -73,6 +79,48 @@ def figure(name: str, value: float, unit: str, base_name: str, base: float) -> d
         "baseline": {"name": base_name, "value": round(base, 4)},
         "ratio": round(value / base, 4) if base > 0 else None,
     }
+
+
+class GridOracle:
+    """The best any arrival-based estimator can do on this link, as a bound to read the
+    clock model's figure against: it knows the exact connection-event grid (no host path at
+    all, no grid to infer) and that each frame left at the first event after its last
+    sample, i.e. truth(x_last) in (event - interval, event]. Every (offset, drift) line
+    consistent with all frames so far is feasible (|drift| <= `max_drift_ppm`, as the model's
+    limit); the oracle answers the middle of the range they give a sample (the minimax
+    estimate: any other choice is worse for some feasible truth). Two 2-variable linear
+    programmes per frame end (scipy's HiGHS)."""
+
+    def __init__(self, interval_s: float, max_drift_ppm: float = 300.0) -> None:
+        from scipy.optimize import linprog
+
+        self._linprog = linprog
+        self._interval_s = interval_s
+        self._bounds = [(None, None), (-max_drift_ppm * 1e-6, max_drift_ppm * 1e-6)]
+        self._a: list[list[float]] = []
+        self._b: list[float] = []
+
+    def add_frame(self, x_last_s: float, event_s: float) -> None:
+        # host = c + (1 + s) x, unknowns (c, s): c + s x <= event - x, c + s x >= event - I - x
+        self._a += [[1.0, x_last_s], [-1.0, -x_last_s]]
+        self._b += [event_s - x_last_s, -(event_s - self._interval_s - x_last_s)]
+
+    def range_at(self, x_s: float) -> tuple[float, float]:
+        """Earliest and latest host time the feasible lines give device time `x_s`."""
+        c = np.array([1.0, x_s])
+        lo = self._linprog(c, A_ub=self._a, b_ub=self._b, bounds=self._bounds)
+        hi = self._linprog(-c, A_ub=self._a, b_ub=self._b, bounds=self._bounds)
+        if lo.status != 0 or hi.status != 0:
+            raise RuntimeError(f"oracle LP failed: {lo.message} / {hi.message}")
+        return float(lo.fun) + x_s, float(-hi.fun) + x_s
+
+    def estimate(self, x_s: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], float]:
+        """Minimax host times of one frame's device times (the map is linear in x, so the
+        middle at both ends, interpolated) and the bracket width at its last sample (s)."""
+        lo0, hi0 = self.range_at(float(x_s[0]))
+        lo1, hi1 = self.range_at(float(x_s[-1]))
+        mid = np.interp(x_s, [x_s[0], x_s[-1]], [0.5 * (lo0 + hi0), 0.5 * (lo1 + hi1)])
+        return mid, hi1 - lo1
 
 
 async def stream_h10(
@@ -138,6 +186,9 @@ def timing_figures(
     model_t: list[npt.NDArray[np.float64]] = []
     base_t: list[npt.NDArray[np.float64]] = []
     true_t: list[npt.NDArray[np.float64]] = []
+    oracle = GridOracle(h10.conn_interval_s)
+    oracle_t: list[npt.NDArray[np.float64]] = []
+    oracle_width_ms: list[float] = []
     for b in blocks:
         sid = b.stream_id
         rate = rates[sid]
@@ -151,6 +202,9 @@ def timing_figures(
         host_path.append(b.arrival_s - event_of[sid][int(k[0])])
         true_k = h10.host_time_s(k, rate)
         floor_s = min(floor_s, b.arrival_s - float(true_k[-1]))
+        # the emulator's device seconds of these samples (the grid host_time_s maps)
+        dev_k = (k * 10**9 // rate).astype(np.float64) / 1e9
+        oracle.add_frame(float(dev_k[-1]), event_of[sid][int(k[0])])
         if trace:
             rec = {
                 "t_s": round(b.arrival_s - t_start, 4),
@@ -167,6 +221,11 @@ def timing_figures(
             base_t.append(b.arrival_s - back)
             true_t.append(true_k)
             floor_t.extend([floor_s] * n)
+            o_t, o_w = oracle.estimate(dev_k)
+            # the truth is feasible by construction: a failure here is a bug in the oracle
+            assert np.all(np.abs(o_t - true_k) <= 0.5 * o_w + 1e-6), "truth outside the bracket"
+            oracle_t.append(o_t)
+            oracle_width_ms.append(o_w * 1e3)
     hm, hb, ht = (np.concatenate(x) for x in (model_t, base_t, true_t))
     # the fastest trip from the emulated radio through D-Bus and bleak to the driver: a fixed
     # latency that only a time-sync exchange could measure (PMD has none)
@@ -189,6 +248,26 @@ def timing_figures(
             )
     hp = np.array(host_path) * 1e3
     em = np.abs(hm - ht) * 1e3
+    eo = np.abs(np.concatenate(oracle_t) - ht) * 1e3
+    for stat, q in (("p50", 50.0), ("p99", 99.0), ("max", 100.0)):
+        figs.append(
+            figure(
+                f"{label}_grid_oracle_err_{stat}",
+                float(np.percentile(eo, q)),
+                "ms",
+                "clock_model_sample_time_err",
+                float(np.percentile(em, q)),
+            )
+        )
+    figs.append(
+        figure(
+            f"{label}_grid_oracle_bracket_width_median",
+            float(np.median(oracle_width_ms)),
+            "ms",
+            "emulator_conn_interval",
+            h10.conn_interval_s * 1e3,
+        )
+    )
     for stat, q in (("p50", 50.0), ("p99", 99.0)):
         figs.append(
             figure(
@@ -246,6 +325,52 @@ def timing_figures(
         },
     ]
     return figs
+
+
+def phase_sweep_figures(n_phases: int, duration_s: float, settle_s: float) -> list[dict[str, Any]]:
+    """The H10's frames against the connection events over `n_phases` phases of the event
+    grid (no BLE stack: arrival = event + 0.4 ms + an exponential 0.3 ms host path), for
+    the clock model and the grid oracle: how much the figure above depends on where the
+    central happened to put its connection events, and what is reachable at all."""
+    interval_s, drift = 0.030, 100e-6
+    rng = np.random.default_rng(11)
+    model_p99: list[float] = []
+    oracle_p99: list[float] = []
+    for phase_s in np.arange(n_phases) * interval_s / n_phases:
+        frames = []
+        for rate, per in ((130, 73), (200, 36)):
+            k = np.arange(per - 1, int(duration_s * rate), per, dtype=np.int64)
+            x = (k * 10**9 // rate).astype(np.float64) / 1e9
+            t = x / (1.0 + drift)
+            event = phase_s + np.ceil((t - phase_s) / interval_s) * interval_s
+            frames += [(float(e), int(kk), rate, per) for e, kk in zip(event, k, strict=True)]
+        frames.sort()
+        model = ClockModel(window_s=60.0, nominal_rate_hz=130.0)
+        oracle = GridOracle(interval_s)
+        em: list[npt.NDArray[np.float64]] = []
+        eo: list[npt.NDArray[np.float64]] = []
+        for event_s, k_last, rate, per in frames:
+            kk = np.arange(k_last - per + 1, k_last + 1, dtype=np.int64)
+            x = (kk * 10**9 // rate).astype(np.float64) / 1e9
+            truth = x / (1.0 + drift)
+            model.observe(float(x[-1]), event_s + 0.0004 + rng.exponential(0.0003))
+            oracle.add_frame(float(x[-1]), event_s)
+            if event_s >= settle_s:
+                em.append(np.abs(model.to_host_array(x) - truth))
+                eo.append(np.abs(oracle.estimate(x)[0] - truth))
+        model_p99.append(1e3 * float(np.percentile(np.concatenate(em), 99)))
+        oracle_p99.append(1e3 * float(np.percentile(np.concatenate(eo), 99)))
+    label = f"h10_30ms_100ppm_after_{settle_s:g}s_phase_sweep_{n_phases}"
+    return [
+        figure(
+            f"{label}_p99_{stat}_over_phases",
+            float(fn(model_p99)),
+            "ms",
+            "grid_oracle",
+            float(fn(oracle_p99)),
+        )
+        for stat, fn in (("median", np.median), ("max", np.max), ("min", np.min))
+    ]
 
 
 def numpy_delta(payload: bytes, start: int, channels: int, ref_bits: int) -> npt.NDArray[np.int64]:
@@ -334,6 +459,8 @@ def main() -> None:
             stream_h10(fb, bus.address, duration_s, args.ecg_per_frame, args.acc_per_frame)
         )
     for fig in timing_figures(h10, blocks, settle_s, args.trace):
+        print(json.dumps(fig))
+    for fig in phase_sweep_figures(3 if args.smoke else 12, duration_s, settle_s):
         print(json.dumps(fig))
     for fig in decode_figures(fb, 300 if args.smoke else 3000):
         print(json.dumps(fig))
