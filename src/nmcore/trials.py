@@ -321,7 +321,7 @@ class TrialEngine:
             st.chain_events = -1
             self._emg_next_index = first_index + n
             if fused_events:
-                self._handle_emg_events(st, det._collect())
+                self._handle_emg_events(st, det.collect_events())
             self._try_arm()
             return
         if first_index > self._emg_next_index:

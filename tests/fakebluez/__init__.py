@@ -1,7 +1,8 @@
 """A fake BlueZ (`org.bluez` on a private D-Bus daemon) that real bleak talks to, with device
 personalities: a Polar H10 (PMD service) and an nmcore firmware board on the Nordic UART
-Service. Used by tests/integration/ble and benchmarks/bench_ble.py; load it with
-`load_fakebluez()` from tests/fakebluez/loader.py semantics (it is not an installed package).
+Service. Used by tests/integration/ble and benchmarks/bench_ble.py. It is not an installed
+package: they load it by path (`load_fakebluez()` in tests/integration/ble/conftest.py and in
+benchmarks/bench_ble.py).
 """
 
 from .bus import PrivateBus, dbus_daemon_available

@@ -74,7 +74,7 @@ def _stream(
         else:
             n_ev = impl(*ring.args(), pos, block, t_s, det.work, det.istate, det.hist)
             assert n_ev >= 0
-            ev = det._collect() if n_ev else []
+            ev = det.collect_events() if n_ev else []
         events.extend((pos, e) for e in ev)
         pos += size
         if not armed and pos >= 2000:

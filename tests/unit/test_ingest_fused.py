@@ -137,3 +137,67 @@ def test_push_chain_fuses_only_the_compiled_array_type() -> None:
         assert st.counters.fused_blocks == 1
         np.testing.assert_array_equal(st.ring.latest(32).data, data)
     assert det.head == 32
+
+
+def test_push_chain_entry_point_refuses_every_other_block_type() -> None:
+    """The fused call skips numba's dispatch, so the facade's own check is all that keeps a
+    block of another type from being misread: byte-swapped, unaligned, read-only times,
+    a non-int index all take the two-call path with the same ring contents; a wrong
+    number of dimensions is refused by the ring. Replacing the chain rebinds the call."""
+    from nmcore.detect.emg import EmgOnsetDetector
+    from nmcore.model import ChannelSpec, StreamDescriptor, StreamKind
+    from nmcore.runtime.pipeline import Pipeline
+
+    desc = StreamDescriptor(
+        EMG, "emg", StreamKind.EMG, 2000.0, tuple(ChannelSpec(f"c{i}", "uV") for i in range(4))
+    )
+    st = Pipeline([desc], history_s=1.0, emit=lambda _e: None).streams[EMG]
+    det = EmgOnsetDetector(2000.0, 4)
+    st.chain = (det.work, det.istate, det.hist)
+    rng = np.random.default_rng(9)
+    t = np.arange(32.0)
+    assert st.push_chain(0, rng.standard_normal((32, 4)), t).written == 32
+    assert st.counters.fused_blocks == 1
+    raw = bytearray(32 * 4 * 8 + 1)
+    unaligned = np.frombuffer(raw, dtype=np.uint8, offset=1).view(np.float64).reshape(32, 4)
+    unaligned[...] = rng.standard_normal((32, 4))
+    assert not unaligned.flags.aligned
+    frozen_t = np.arange(32.0)
+    frozen_t.flags.writeable = False
+    x = rng.standard_normal((32, 4))
+    # byte-swapped: numba's dtype number is the same, the bytes are not; the ring refuses it
+    for data, swap_t in ((x.astype(">f8"), False), (x, True)):
+        head = st.ring.head
+        times = (t + head).astype(">f8") if swap_t else t + head
+        with pytest.raises(ValueError, match="push needs data of shape"):
+            st.push_chain(head, data, times)
+        assert (st.ring.head, st.counters.fused_blocks, det.head) == (head, 1, head)
+    cases: list[tuple[Any, np.ndarray, np.ndarray]] = [
+        (0, unaligned, t),
+        (0, x, frozen_t),
+        (np.int64(0), x, t),
+    ]
+    for first, data, times in cases:
+        head = st.ring.head
+        st.chain_events = -1
+        times = times + head if times is t else times
+        res = st.push_chain(first + head, data, times)
+        assert res.written == 32
+        assert st.chain_events == -1  # not fused: the listener feeds the chain
+        assert st.counters.fused_blocks == 1
+        np.testing.assert_array_equal(st.ring.latest(32).data, data)
+        np.testing.assert_array_equal(st.ring.latest(32).t_s, times)
+    with pytest.raises(ValueError, match="push needs data of shape"):
+        st.push_chain(st.ring.head, np.zeros((32, 4, 1)), t)
+    with pytest.raises(ValueError, match="push needs data of shape"):
+        st.push_chain(st.ring.head, np.zeros(32), t)
+    # a new chain (a new trial's detector) at the ring's head: the fused call uses its arrays
+    det2 = EmgOnsetDetector(2000.0, 4)
+    det2.istate[:, 10] = st.ring.head  # I_HEAD: the detector continues the ring
+    st.chain = (det2.work, det2.istate, det2.hist)
+    head = st.ring.head
+    assert st.push_chain(head, x, t + head).written == 32
+    assert (st.counters.fused_blocks, st.chain_events, det2.head) == (2, 0, head + 32)
+    st.chain = None
+    assert st.push_chain(st.ring.head, x, t).written == 32
+    assert st.counters.fused_blocks == 2

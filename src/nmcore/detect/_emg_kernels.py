@@ -731,8 +731,9 @@ def emg_filter_chain_block(
     """The fused per-block chain: for each sample and channel, band-pass (cascaded biquads,
     direct form II transposed), condition (|y| -> low-pass for Hodges-Bui; |TKEO(y)| ->
     low-pass for Solnik; y**2 for Bonato, AGLR, CUSUM), write both into the history rings;
-    then advance each armed channel's detector. Returns the number of events (alarms, refined
-    onsets, closed windows) raised in this block.
+    then advance each armed channel's detector (AGLR: the channels testing in step run side by
+    side, `_aglr_test_block`; the others one by one, `_test_channel`). Returns the number of
+    events (alarms, refined onsets, closed windows) raised in this block.
 
     Four arguments on purpose: numba's dispatch costs ~0.1-0.3 µs per array argument, a good
     part of a 32 x 16 block's arithmetic. `work` packs coef (head + band-pass and envelope
@@ -759,11 +760,187 @@ def emg_filter_chain_block(
         _chain_two_sections(x, coef, zs, hist_y, hist_d, head0 % n_hist, method)
     else:
         _chain_generic(x, coef, zs, hist_y, hist_d, head0 % n_hist, method)
+    # AGLR: the lanes test side by side and leave a bit set for each channel still to test
+    redo = -1
+    if method == M_AGLR:
+        redo = _aglr_test_block(coef, fstate, istate, hist_d, head0, n_samples)
     events = 0
+    if redo == 0:
+        return events
+    # one call site of `_test_channel` (a large function: a second inlined copy slowed the
+    # steady state down by a third)
     for c in range(n_channels):
-        istate[c, I_HEAD] = head0 + n_samples
-        events += _test_channel(coef, fstate, istate, hist_y, hist_d, c)
+        if redo < 0 or (redo >> c) & 1:
+            istate[c, I_HEAD] = head0 + n_samples
+            events += _test_channel(coef, fstate, istate, hist_y, hist_d, c)
     return events
+
+
+@jit
+def _aglr_lane(istate: np.ndarray, c: int, head0: int, head: int) -> bool:
+    """Channel c tests every sample of the block [head0, head) and its window stays open."""
+    return bool(
+        istate[c, I_PHASE] == P_TESTING
+        and istate[c, I_CURSOR] == head0
+        and istate[c, I_END] >= head
+    )
+
+
+@jit
+def _window_sums8(
+    hist_d: np.ndarray, fstate: np.ndarray, c: int, pos: int, opos: int, n: int
+) -> tuple[float, ...]:
+    """AGLR window sums of channels c..c+7 over n samples (new sample at ring row `pos`,
+    leaving one at `opos`): (sums..., largest sum of each in these samples...). Eight
+    independent chains in registers: the out-of-order core overlaps them, where one chain
+    per channel waits on its own two additions every sample."""
+    n_hist = hist_d.shape[0]
+    s0 = fstate[c, F_STAT]
+    s1 = fstate[c + 1, F_STAT]
+    s2 = fstate[c + 2, F_STAT]
+    s3 = fstate[c + 3, F_STAT]
+    s4 = fstate[c + 4, F_STAT]
+    s5 = fstate[c + 5, F_STAT]
+    s6 = fstate[c + 6, F_STAT]
+    s7 = fstate[c + 7, F_STAT]
+    t0 = t1 = t2 = t3 = t4 = t5 = t6 = t7 = -np.inf
+    for _ in range(n):
+        # per channel exactly `_test_channel`'s stat += new; stat -= leaving
+        s0 += hist_d[pos, c]
+        s1 += hist_d[pos, c + 1]
+        s2 += hist_d[pos, c + 2]
+        s3 += hist_d[pos, c + 3]
+        s4 += hist_d[pos, c + 4]
+        s5 += hist_d[pos, c + 5]
+        s6 += hist_d[pos, c + 6]
+        s7 += hist_d[pos, c + 7]
+        s0 -= hist_d[opos, c]
+        s1 -= hist_d[opos, c + 1]
+        s2 -= hist_d[opos, c + 2]
+        s3 -= hist_d[opos, c + 3]
+        s4 -= hist_d[opos, c + 4]
+        s5 -= hist_d[opos, c + 5]
+        s6 -= hist_d[opos, c + 6]
+        s7 -= hist_d[opos, c + 7]
+        t0 = s0 if s0 > t0 else t0
+        t1 = s1 if s1 > t1 else t1
+        t2 = s2 if s2 > t2 else t2
+        t3 = s3 if s3 > t3 else t3
+        t4 = s4 if s4 > t4 else t4
+        t5 = s5 if s5 > t5 else t5
+        t6 = s6 if s6 > t6 else t6
+        t7 = s7 if s7 > t7 else t7
+        pos += 1
+        if pos == n_hist:
+            pos = 0
+        opos += 1
+        if opos == n_hist:
+            opos = 0
+    return (s0, s1, s2, s3, s4, s5, s6, s7, t0, t1, t2, t3, t4, t5, t6, t7)
+
+
+@jit
+def _window_sum1(
+    hist_d: np.ndarray, fstate: np.ndarray, c: int, pos: int, opos: int, n: int
+) -> tuple[float, float]:
+    """`_window_sums8` for one channel: (sum, largest sum in these samples)."""
+    n_hist = hist_d.shape[0]
+    s = fstate[c, F_STAT]
+    t = -np.inf
+    for _ in range(n):
+        s += hist_d[pos, c]
+        s -= hist_d[opos, c]
+        t = s if s > t else t
+        pos += 1
+        if pos == n_hist:
+            pos = 0
+        opos += 1
+        if opos == n_hist:
+            opos = 0
+    return s, t
+
+
+@jit
+def _aglr_keep(
+    fstate: np.ndarray,
+    istate: np.ndarray,
+    c: int,
+    head: int,
+    level_per_sig2: float,
+    stat: float,
+    top: float,
+) -> int:
+    """Keep lane c's block (its sum and largest sum) unless it crossed its alarm level (a
+    lane crosses iff its largest sum does). Returns 0 when kept, else channel c's bit: it
+    is then tested by `_test_channel` from its untouched state."""
+    # the same product as `_test_channel`'s alarm level, (C_AGLR_R * window) * sig2
+    if not top > level_per_sig2 * fstate[c, F_SIG2]:
+        fstate[c, F_STAT] = stat
+        if top > fstate[c, F_MAXSTAT]:
+            fstate[c, F_MAXSTAT] = top
+        istate[c, I_CURSOR] = head
+        return 0
+    return 1 << c
+
+
+@jit
+def _aglr_test_block(
+    coef: np.ndarray,
+    fstate: np.ndarray,
+    istate: np.ndarray,
+    hist_d: np.ndarray,
+    head0: int,
+    n: int,
+) -> int:
+    """The AGLR test of a block, channels side by side (the steady state of a trial).
+
+    A "lane" is a channel testing from the block's first sample whose window stays open
+    through the block. Lanes' window sums run eight channels at a time in registers
+    (`_window_sums8`); per channel the sum sees the same additions in the same order as
+    `_test_channel`, so it is the same bits. The largest sum of the block decides both the
+    diagnostic maximum and whether the lane crossed its alarm level. Returns a bit mask of
+    the channels the caller must still run `_test_channel` on (their state untouched): a
+    lane that crossed (redone from the block's start) and every channel in another state
+    (armed, alarmed, done, behind, window ending). Returns -1 (nothing touched: test every
+    channel) when no channel is a lane, the window's leaving samples are not all in the
+    history, or there are more channels than mask bits. Serial per channel, the sum is a
+    chain of dependent additions (~1.6 us of a 32 x 16 block); side by side ~0.3 us."""
+    n_ch = istate.shape[0]
+    n_hist = hist_d.shape[0]
+    head = head0 + n
+    window = int(coef[C_WINDOW])
+    oldest = max(0, head - n_hist)
+    # the sample leaving the window exists for every sample of the block (so n <= n_hist)
+    if n <= 0 or n_ch > 62 or head0 - window < oldest:
+        return -1
+    lanes = 0  # bit c: channel c is a lane
+    for c in range(n_ch):
+        if _aglr_lane(istate, c, head0, head):
+            lanes |= 1 << c
+    if lanes == 0:
+        return -1
+    for c in range(n_ch):
+        istate[c, I_HEAD] = head
+    pos = head0 % n_hist
+    opos = pos - window  # the sample leaving the window
+    if opos < 0:
+        opos += n_hist
+    level = coef[C_AGLR_R] * window
+    redo = ((1 << n_ch) - 1) & ~lanes
+    c = 0
+    while c + 8 <= n_ch:
+        if (lanes >> c) & 0xFF:
+            sums = _window_sums8(hist_d, fstate, c, pos, opos, n)
+            for j in range(8):
+                if (lanes >> (c + j)) & 1:
+                    redo |= _aglr_keep(fstate, istate, c + j, head, level, sums[j], sums[8 + j])
+        c += 8
+    while c < n_ch:
+        if (lanes >> c) & 1:
+            stat, top = _window_sum1(hist_d, fstate, c, pos, opos, n)
+            redo |= _aglr_keep(fstate, istate, c, head, level, stat, top)
+        c += 1
+    return int(redo)
 
 
 @jit

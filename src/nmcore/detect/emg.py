@@ -355,9 +355,11 @@ class EmgOnsetDetector:
         if x.ndim != 2 or x.shape[1] != self.n_channels:
             raise ValueError(f"block must be (n_samples, {self.n_channels}), got {x.shape}")
         n_events = k.emg_filter_chain_block(x, self.work, self.istate, self.hist)
-        return self._collect() if n_events else []
+        return self.collect_events() if n_events else []
 
-    def _collect(self) -> list[OnsetEvent]:
+    def collect_events(self) -> list[OnsetEvent]:
+        """The events the chain raised since the last call (each alarm, onset or miss once).
+        For callers that ran the chain kernel themselves (the pipeline's fused ingest)."""
         out: list[OnsetEvent] = []
         for c in range(self.n_channels):
             phase = self.istate[c, k.I_PHASE]
@@ -464,7 +466,7 @@ class EmgOnsetDetector:
             elif phase in (k.P_ARMED, k.P_TESTING):
                 self.istate[c, k.I_ONSET] = -1
             self.istate[c, k.I_PHASE] = k.P_DONE
-        return self._collect()
+        return self.collect_events()
 
     def results(self, times_s: FloatArray | None = None) -> list[Onset]:
         """Per-channel results of the current trial. `times_s`: host time of every absolute

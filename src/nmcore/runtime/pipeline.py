@@ -23,7 +23,7 @@ from nmcore.buffer.ring import PushResult, RingBuffer, RingState
 from nmcore.buffer.sequence import SequenceTracker
 from nmcore.clock import ClockModel, TickUnwrapper
 from nmcore.model import Event, SampleBlock, StreamDescriptor
-from nmcore.runtime._ingest_kernels import ingest_push_chain
+from nmcore.runtime._ingest_kernels import entry_point_for
 
 __all__ = ["Pipeline", "StreamCounters", "StreamState"]
 
@@ -69,33 +69,76 @@ class StreamState:
     # k * period_s for k < len: the device-time offsets of a block's samples (computed once)
     _offsets: np.ndarray = field(default_factory=lambda: np.empty(0))
     _ring_args: RingState = field(init=False)
+    # the fused call bound to `chain`: (entry point, ring arrays..., chain arrays...), rebuilt
+    # when `chain` is replaced (`_bound_chain` is the chain it was built for)
+    _fused: tuple[Any, ...] | None = field(init=False, default=None)
+    _bound_chain: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(init=False, default=None)
+    _pushed_by_kernel: Callable[[int, int], PushResult] = field(init=False)
 
     def push_chain(self, first_index: int, data: np.ndarray, t_s: np.ndarray) -> PushResult:
         """Push a block; with a `chain`, in one jitted call that also runs the EMG chain on
         it when the block continues both the ring and the detector (`chain_events` >= 0
-        then). Otherwise the ring's own push (a gap, an overlap, no chain)."""
-        chain = self.chain
-        if chain is not None and _kernel_ready(data, 2) and _kernel_ready(t_s, 1):
-            events = ingest_push_chain(*self._ring_args, first_index, data, t_s, *chain)
+        then). Otherwise the ring's own push (a gap, an overlap, no chain, a block of
+        another array type).
+
+        The fused call goes to the compiled entry point directly (numba's dispatch would
+        type all ten arguments per block); so the two arrays that change per block are
+        checked here to be the compiled type: float64 (the native descriptor), 2-D and
+        1-D, C-contiguous, aligned and writeable. The ring's and the chain's arrays were
+        typed once, when the chain was bound."""
+        fused = self._fused
+        if self.chain is not self._bound_chain:
+            fused = self._bind_chain()
+        if (
+            fused is not None
+            and type(first_index) is int
+            and (data.dtype is _F64 or data.dtype == _F64)
+            and (t_s.dtype is _F64 or t_s.dtype == _F64)
+            and data.ndim == 2
+            and t_s.ndim == 1
+            and data.flags.num & _KERNEL_FLAGS == _KERNEL_FLAGS
+            and t_s.flags.num & _KERNEL_FLAGS == _KERNEL_FLAGS
+        ):
+            entry, r_data, r_t, r_valid, r_meta, work, istate, hist = fused
+            events: int = entry(
+                r_data, r_t, r_valid, r_meta, first_index, data, t_s, work, istate, hist
+            )
             self.chain_events = events
             if events >= 0:
                 self.counters.fused_blocks += 1
-                return self.ring.pushed_by_kernel(first_index, data.shape[0])
+                return self._pushed_by_kernel(first_index, len(data))
         return self.ring.push(first_index, data, t_s)
+
+    def fused_call(self) -> tuple[Any, ...] | None:
+        """(compiled entry point, ring arrays..., chain arrays...) as `push_chain` calls it,
+        or None without a chain: for benchmarks and tests that time the jitted call alone."""
+        if self.chain is not self._bound_chain:
+            return self._bind_chain()
+        return self._fused
+
+    def _bind_chain(self) -> tuple[Any, ...] | None:
+        """Type the ring's and the chain's arrays once and keep the matching compiled entry
+        point (compiling it now if needed, outside the per-block path)."""
+        chain = self.chain
+        self._bound_chain = chain
+        if chain is None:
+            self._fused = None
+            return None
+        ring = self._ring_args
+        block = np.empty((1, self.ring.n_channels))  # the block types the kernel runs on
+        entry = entry_point_for((*ring, 0, block, np.empty(1), *chain))
+        self._fused = (entry, *ring, *chain)
+        return self._fused
 
     def __post_init__(self) -> None:
         # the ring's arrays never move: unpacked once, not per block
         self._ring_args = self.ring.state
+        self._pushed_by_kernel = self.ring.pushed_by_kernel
 
 
-def _kernel_ready(a: np.ndarray, ndim: int) -> bool:
-    """True for the one array type the fused kernel was compiled for (float64, C-contiguous,
-    writeable, aligned): any other type would compile a new specialisation inside the event
-    loop (seconds), so such blocks take the two-call path, which copies or refuses them."""
-    if a.dtype != _F64 or a.ndim != ndim:
-        return False
-    flags = a.flags
-    return bool(flags.c_contiguous and flags.writeable and flags.aligned)
+# numpy's flag bits (`ndarray.flags.num`) of the one block layout the fused kernel is
+# compiled for: C-contiguous, aligned, writeable
+_KERNEL_FLAGS = 0x0001 | 0x0100 | 0x0400
 
 
 BlockListener = Callable[[StreamState, int, int], None]

@@ -1,0 +1,179 @@
+"""The AGLR test across channels (`_aglr_test_block`, the steady state of a trial) leaves
+exactly what the per-channel test (`_test_channel` for every channel) leaves: the same bits
+in every state array after every block, through alarms, history wraps, window ends and
+channels in different phases; and the jitted kernel agrees with its `.py_func`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from nmcore.detect import _emg_kernels as k
+from nmcore.detect.emg import EmgOnsetDetector, OnsetParams
+from nmcore.sim.emg import synth_emg_trial
+
+RATE_HZ = 2000.0
+N_CH = 11  # one group of eight channels side by side, three single ones
+STIM = 1100
+
+Block = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], int]
+
+
+def _per_channel_block(
+    x: np.ndarray, work: np.ndarray, istate: np.ndarray, hist: np.ndarray
+) -> int:
+    """`emg_filter_chain_block` without the lanes: the filter, then `_test_channel` for every
+    channel (the path every method other than AGLR takes)."""
+    n, n_ch = x.shape
+    n_bp, n_env = int(work[k.C_NBP]), int(work[k.C_NENV])
+    n_coef, z0, total = k.work_layout(n_bp, n_env, n_ch)
+    coef = work[:n_coef]
+    fstate = work[n_coef:z0].reshape(n_ch, k.N_FSTATE)
+    zs = work[z0:total].reshape(k.n_zstate_rows(n_bp, n_env), n_ch)
+    head0 = int(istate[0, k.I_HEAD])
+    n_hist = hist.shape[1]
+    k._chain_two_sections(x, coef, zs, hist[0], hist[1], head0 % n_hist, int(coef[k.C_METHOD]))
+    events = 0
+    for c in range(n_ch):
+        istate[c, k.I_HEAD] = head0 + n
+        events += k._test_channel(coef, fstate, istate, hist[0], hist[1], c)
+    return events
+
+
+def _signal(seed: int) -> np.ndarray:
+    """Eleven channels: onsets at different times (alarms in different blocks, in the group
+    of eight and in the single channels), two silent."""
+    rng = np.random.default_rng(seed)
+    onsets = (0.6, 0.66, 0.7, 0.75, 0.9, None, 0.63, 0.81, 0.72, None, 0.68)
+    snrs = (10.0, 6.0, 20.0, 3.0, 10.0, 0.0, 12.0, 8.0, 15.0, 0.0, 10.0)
+    cols = [
+        synth_emg_trial(rng, rate_hz=RATE_HZ, duration_s=1.4, onset_s=t, snr_db=snr)
+        for t, snr in zip(onsets, snrs, strict=True)
+    ]
+    return np.ascontiguousarray(np.column_stack(cols))
+
+
+def _detector(history_s: float, window_ms: float) -> EmgOnsetDetector:
+    params = OnsetParams(method="aglr", response_window_ms=window_ms)
+    return EmgOnsetDetector(RATE_HZ, N_CH, params, history_s=history_s)
+
+
+def _run(
+    fn: Block,
+    x: np.ndarray,
+    block: int,
+    *,
+    history_s: float,
+    window_ms: float,
+    mixed: bool,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+    """Feed x in blocks; snapshot (work, istate, hist, events) after every block."""
+    det = _detector(history_s, window_ms)
+    det.hist.fill(0.0)
+    args = (det.work, det.istate, det.hist)
+    fn(np.ascontiguousarray(x[:STIM]), *args)
+    # the stimulus lies 5 samples back: the first block tests from behind its start
+    det.arm(STIM - 5)
+    if mixed:
+        det.istate[1, k.I_PHASE] = k.P_IDLE  # never armed
+        det.istate[2, k.I_END] = STIM + 301  # its window closes inside a block
+    out = []
+    for i in range(STIM, x.shape[0], block):
+        if mixed and STIM + 96 <= i < STIM + 96 + block:
+            # channel 4 re-armed later, behind the head (armed phase inside the run)
+            det.istate[4, k.I_PHASE] = k.P_ARMED
+            det.istate[4, k.I_CURSOR] = i - 40
+        ev = fn(np.ascontiguousarray(x[i : i + block]), *args)
+        out.append((det.work.copy(), det.istate.copy(), det.hist.copy(), ev))
+    return out
+
+
+@pytest.fixture(scope="module")
+def emg() -> np.ndarray:
+    return _signal(11)
+
+
+@pytest.mark.parametrize("block", [1, 7, 32, 45])
+@pytest.mark.parametrize(
+    ("history_s", "mixed"),
+    [(1.6, False), (1.6, True), (1.2183, False), (1.2183, True)],
+    ids=["long-history", "long-history-mixed", "wrapping-history", "wrapping-history-mixed"],
+)
+def test_lanes_leave_the_same_bits_as_the_per_channel_test(
+    emg: np.ndarray, block: int, history_s: float, mixed: bool
+) -> None:
+    # 1.2183 s = 2436.6 -> 2437 rows: the history wraps inside blocks, at an odd position
+    window_ms = 500.0 if history_s > 1.5 else 300.0
+    kw = {"history_s": history_s, "window_ms": window_ms, "mixed": mixed}
+    fast = _run(k.emg_filter_chain_block, emg, block, **kw)  # type: ignore[arg-type]
+    slow = _run(_per_channel_block, emg, block, **kw)  # type: ignore[arg-type]
+    assert len(fast) == len(slow)
+    for (w1, i1, h1, e1), (w2, i2, h2, e2) in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(w1, w2)
+        np.testing.assert_array_equal(i1, i2)
+        np.testing.assert_array_equal(h1, h2)
+        assert e1 == e2
+    final = fast[-1][1]
+    # the runs did raise alarms and find onsets (so the redo-on-alarm path ran)
+    assert (final[:8, k.I_ALARM] > STIM).sum() >= 3
+    assert (final[8:, k.I_ALARM] > STIM).sum() >= 1
+    assert sum(s[3] for s in fast) >= 4
+
+
+def test_lanes_are_taken_in_the_steady_state_and_refused_otherwise(emg: np.ndarray) -> None:
+    det = _detector(1.6, 500.0)
+    det.hist.fill(0.0)
+    det.process(np.ascontiguousarray(emg[:STIM]))
+    det.arm(STIM)
+    n_coef, z0, _ = k.work_layout(int(det.work[k.C_NBP]), int(det.work[k.C_NENV]), N_CH)
+    coef, fstate = det.work[:n_coef], det.work[n_coef:z0].reshape(N_CH, k.N_FSTATE)
+    # armed, not testing yet: no lane, nothing touched
+    before = (det.work.copy(), det.istate.copy())
+    for fn in (k._aglr_test_block, k._aglr_test_block.py_func):
+        assert fn(coef, fstate, det.istate, det.hist_d, STIM, 0) == -1
+        assert fn(coef, fstate, det.istate, det.hist_d, STIM, 32) == -1
+    np.testing.assert_array_equal(before[0], det.work)
+    np.testing.assert_array_equal(before[1], det.istate)
+    det.process(np.ascontiguousarray(emg[STIM : STIM + 32]))  # initialises: testing now
+    assert (det.istate[:, k.I_PHASE] == k.P_TESTING).all()
+    # the next block, written by the filter only, then tested by each implementation
+    results = []
+    for fn in (k._aglr_test_block, k._aglr_test_block.py_func):
+        w, i = det.work.copy(), det.istate.copy()
+        f = w[n_coef:z0].reshape(N_CH, k.N_FSTATE)
+        head0 = STIM + 32
+        i[:, k.I_HEAD] = head0  # the block's rows are in the history from an earlier run
+        assert fn(w[:n_coef], f, i, det.hist_d, head0, 32) == 0
+        assert (i[:, k.I_CURSOR] == head0 + 32).all()
+        results.append((w, i))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+    # lanes, but a block so long that the samples leaving the window are overwritten: refused
+    n_hist = det.hist_d.shape[0]
+    head0 = STIM + 64
+    i = det.istate.copy()
+    i[:, k.I_HEAD] = head0
+    i[:, k.I_CURSOR] = head0
+    i[:, k.I_END] = 10**9
+    assert k._aglr_test_block(coef, fstate, i, det.hist_d, head0, 32) == 0
+    i[:, k.I_CURSOR] = head0
+    assert k._aglr_test_block(coef, fstate, i, det.hist_d, head0, n_hist - 10) == -1
+    i[:, k.I_CURSOR] = head0 - 1  # behind: not a lane
+    assert k._aglr_test_block(coef, fstate, i, det.hist_d, head0, 32) == -1
+    i[:, k.I_CURSOR] = head0
+    i[3, k.I_PHASE] = k.P_DONE  # the other channels are lanes: channel 3 is left to test
+    assert k._aglr_test_block(coef, fstate, i, det.hist_d, head0, 32) == 1 << 3
+
+
+@pytest.mark.parametrize("block", [7, 32])
+def test_py_func_agrees_through_alarms(emg: np.ndarray, block: int) -> None:
+    kw = {"history_s": 1.2183, "window_ms": 300.0, "mixed": True}
+    jit = _run(k.emg_filter_chain_block, emg[:1500], block, **kw)  # type: ignore[arg-type]
+    py = _run(k.emg_filter_chain_block.py_func, emg[:1500], block, **kw)  # type: ignore[arg-type]
+    for (w1, i1, h1, e1), (w2, i2, h2, e2) in zip(jit, py, strict=True):
+        np.testing.assert_array_equal(w1, w2)
+        np.testing.assert_array_equal(i1, i2)
+        np.testing.assert_array_equal(h1, h2)
+        assert e1 == e2
