@@ -108,9 +108,8 @@ async def test_subset_of_channels_or_emg_trigger_keeps_the_two_call_path() -> No
     assert daemon.pipeline.streams[EMG].chain is None
 
 
-def test_push_chain_fuses_only_the_compiled_array_type() -> None:
-    """A read-only or strided block would need a new compiled specialisation inside the
-    event loop: it takes the two-call path instead, with the same ring contents."""
+def _four_channel_fused_stream() -> tuple[Any, Any]:
+    """A 4-channel 2 kHz EMG stream state with a detector chain bound (a 1 s ring)."""
     from nmcore.detect.emg import EmgOnsetDetector
     from nmcore.model import ChannelSpec, StreamDescriptor, StreamKind
     from nmcore.runtime.pipeline import Pipeline
@@ -121,6 +120,13 @@ def test_push_chain_fuses_only_the_compiled_array_type() -> None:
     st = Pipeline([desc], history_s=1.0, emit=lambda _e: None).streams[EMG]
     det = EmgOnsetDetector(2000.0, 4)
     st.chain = (det.work, det.istate, det.hist)
+    return st, det
+
+
+def test_push_chain_fuses_only_the_compiled_array_type() -> None:
+    """A read-only or strided block would need a new compiled specialisation inside the
+    event loop: it takes the two-call path instead, with the same ring contents."""
+    st, det = _four_channel_fused_stream()
     rng = np.random.default_rng(5)
     x = rng.standard_normal((32, 4))
     t = np.arange(32.0)
@@ -144,16 +150,7 @@ def test_push_chain_entry_point_refuses_every_other_block_type() -> None:
     block of another type from being misread: byte-swapped, unaligned, read-only times,
     a non-int index all take the two-call path with the same ring contents; a wrong
     number of dimensions is refused by the ring. Replacing the chain rebinds the call."""
-    from nmcore.detect.emg import EmgOnsetDetector
-    from nmcore.model import ChannelSpec, StreamDescriptor, StreamKind
-    from nmcore.runtime.pipeline import Pipeline
-
-    desc = StreamDescriptor(
-        EMG, "emg", StreamKind.EMG, 2000.0, tuple(ChannelSpec(f"c{i}", "uV") for i in range(4))
-    )
-    st = Pipeline([desc], history_s=1.0, emit=lambda _e: None).streams[EMG]
-    det = EmgOnsetDetector(2000.0, 4)
-    st.chain = (det.work, det.istate, det.hist)
+    st, det = _four_channel_fused_stream()
     rng = np.random.default_rng(9)
     t = np.arange(32.0)
     assert st.push_chain(0, rng.standard_normal((32, 4)), t).written == 32
@@ -192,8 +189,11 @@ def test_push_chain_entry_point_refuses_every_other_block_type() -> None:
     with pytest.raises(ValueError, match="push needs data of shape"):
         st.push_chain(st.ring.head, np.zeros(32), t)
     # a new chain (a new trial's detector) at the ring's head: the fused call uses its arrays
+    from nmcore.detect import _emg_kernels as emg_k
+    from nmcore.detect.emg import EmgOnsetDetector
+
     det2 = EmgOnsetDetector(2000.0, 4)
-    det2.istate[:, 10] = st.ring.head  # I_HEAD: the detector continues the ring
+    det2.istate[:, emg_k.I_HEAD] = st.ring.head  # the detector continues the ring
     st.chain = (det2.work, det2.istate, det2.hist)
     head = st.ring.head
     assert st.push_chain(head, x, t + head).written == 32
