@@ -201,3 +201,25 @@ def test_push_chain_entry_point_refuses_every_other_block_type() -> None:
     st.chain = None
     assert st.push_chain(st.ring.head, x, t).written == 32
     assert st.counters.fused_blocks == 2
+
+
+def test_a_chain_that_cannot_bind_never_leaves_the_old_one_running() -> None:
+    """Replacing the chain with arrays the kernel cannot take (a read-only history) fails
+    loudly on every block; the previous chain's detector is never fed in its place."""
+    from nmcore.detect import _emg_kernels as emg_k
+    from nmcore.detect.emg import EmgOnsetDetector
+
+    st, det = _four_channel_fused_stream()
+    rng = np.random.default_rng(13)
+    t = np.arange(32.0)
+    assert st.push_chain(0, rng.standard_normal((32, 4)), t).written == 32
+    assert det.head == 32
+    bad = EmgOnsetDetector(2000.0, 4)
+    bad.istate[:, emg_k.I_HEAD] = 32
+    bad.hist.flags.writeable = False
+    st.chain = (bad.work, bad.istate, bad.hist)
+    for _ in range(2):
+        with pytest.raises(Exception, match=r"(?i)readonly|read-only|typing|no matching"):
+            st.push_chain(32, rng.standard_normal((32, 4)), t + 32)
+        assert det.head == 32  # the old detector saw nothing
+    assert st.ring.head == 32

@@ -120,14 +120,17 @@ class StreamState:
         """Type the ring's and the chain's arrays once and keep the matching compiled entry
         point (compiling it now if needed, outside the per-block path)."""
         chain = self.chain
-        self._bound_chain = chain
+        # unbound first: if typing the new chain raises, no later block may run the old one
+        self._fused = None
+        self._bound_chain = None
         if chain is None:
-            self._fused = None
+            self._bound_chain = chain
             return None
         ring = self._ring_args
         block = np.empty((1, self.ring.n_channels))  # the block types the kernel runs on
         entry = entry_point_for((*ring, 0, block, np.empty(1), *chain))
         self._fused = (entry, *ring, *chain)
+        self._bound_chain = chain
         return self._fused
 
     def __post_init__(self) -> None:
