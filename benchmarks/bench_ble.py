@@ -50,10 +50,7 @@ import numpy as np
 import numpy.typing as npt
 
 from nmcore.clock import ClockModel, TickUnwrapper
-from nmcore.driver import DriverContext
-from nmcore.hostclock import MonotonicClock
 from nmcore.model import SampleBlock
-from nmcore_drivers.polar import PolarPmdDriver
 from nmcore_drivers.polar import _kernels as pk
 from nmcore_drivers.polar.pmd import PmdDecoder
 
@@ -146,36 +143,11 @@ async def stream_h10(
     ecg_per_frame: int = 73,
     acc_per_frame: int = 36,
 ) -> tuple[Any, list[SampleBlock]]:
-    clock = MonotonicClock()
     fake = await fb.FakeBluez(address).start()
     try:
-        h10 = fb.H10Emulator(
-            clock,
-            conn_interval_s=0.030,
-            drift_ppm=100.0,
-            ecg_per_frame=ecg_per_frame,
-            acc_per_frame=acc_per_frame,
+        h10, blocks = await fb.stream_h10_blocks(
+            fake, duration_s, ecg_per_frame=ecg_per_frame, acc_per_frame=acc_per_frame
         )
-        fake.add_device(h10)
-        opts = {
-            "address": h10.address,
-            "ecg": {"rate_hz": 130},
-            "acc": {"rate_hz": 200, "range": 8},
-            "connect_timeout_s": 5.0,
-        }
-        driver = PolarPmdDriver("h10", opts, DriverContext(clock=clock))
-        await driver.open()
-        blocks: list[SampleBlock] = []
-        agen = driver.blocks()
-        try:
-            async with asyncio.timeout(duration_s):
-                async for b in agen:
-                    blocks.append(b)  # noqa: PERF401 - keeps what came before the timeout
-        except TimeoutError:
-            pass
-        finally:
-            await agen.aclose()
-            await driver.close()
         return h10, blocks
     finally:
         await fake.stop()

@@ -6,6 +6,7 @@ benchmarks/bench_ble.py).
 """
 
 from .bus import PrivateBus, dbus_daemon_available
+from .h10_session import stream_h10_blocks
 from .nus_board import NusBoardEmulator
 from .polar import H10Emulator
 from .service import FakeBluez, FakeDevice
@@ -17,4 +18,5 @@ __all__ = [
     "NusBoardEmulator",
     "PrivateBus",
     "dbus_daemon_available",
+    "stream_h10_blocks",
 ]

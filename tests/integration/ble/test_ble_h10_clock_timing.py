@@ -12,17 +12,12 @@ real path is noisy and one run in several still loses up to ~5 ms to a young slo
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import numpy as np
 import pytest
 
 from nmcore.clock import ClockModel, TickUnwrapper
-from nmcore.driver import DriverContext
-from nmcore.hostclock import MonotonicClock
-from nmcore.model import SampleBlock
-from nmcore_drivers.polar import PolarPmdDriver
 
 from .conftest import fakebluez
 
@@ -32,35 +27,9 @@ RATES = {"h10.ecg": 130, "h10.acc": 200}
 MEAS = {"h10.ecg": 0, "h10.acc": 2}
 
 
-async def stream(fake: Any, duration_s: float) -> tuple[Any, list[SampleBlock]]:
-    clock = MonotonicClock()
-    h10 = fakebluez.H10Emulator(clock, conn_interval_s=0.030, drift_ppm=100.0)
-    fake.add_device(h10)
-    opts = {
-        "address": h10.address,
-        "ecg": {"rate_hz": 130},
-        "acc": {"rate_hz": 200, "range": 8},
-        "connect_timeout_s": 5.0,
-    }
-    driver = PolarPmdDriver("h10", opts, DriverContext(clock=clock))
-    await driver.open()
-    blocks: list[SampleBlock] = []
-    agen = driver.blocks()
-    try:
-        async with asyncio.timeout(duration_s):
-            async for b in agen:
-                blocks.append(b)  # noqa: PERF401 - keeps what came before the timeout
-    except TimeoutError:
-        pass
-    finally:
-        await agen.aclose()
-        await driver.close()
-    return h10, blocks
-
-
 @pytest.mark.slow
 async def test_h10_sample_times_near_the_observable_floor(fake_bluez: Any) -> None:
-    h10, blocks = await stream(fake_bluez, STREAM_S)
+    h10, blocks = await fakebluez.stream_h10_blocks(fake_bluez, STREAM_S)
     model = ClockModel(window_s=60.0, nominal_rate_hz=130.0)
     unwrap = TickUnwrapper(64, 1e9)  # one device clock, shared by both streams
     first = {sid: next(b for b in blocks if b.stream_id == sid) for sid in RATES}
