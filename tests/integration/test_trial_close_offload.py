@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 from typing import Any
@@ -59,3 +60,20 @@ async def test_a_bug_in_the_closing_job_fails_the_daemon() -> None:
         pass
     else:
         raise AssertionError("the bug was swallowed")
+
+
+async def test_the_trial_worker_thread_starts_before_ready(tmp_path: Path) -> None:
+    # started lazily at the first trial's close, the thread start stalled the loop ~2 ms
+    station = load_station(SIM_RIG)
+    daemon = Daemon(station, realtime=True, publish=False, state_dir=tmp_path)
+    at_ready: list[str] = []
+
+    async def watch() -> None:
+        await daemon.ready.wait()
+        at_ready.extend(t.name for t in threading.enumerate())
+
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(watch())
+        tg.create_task(daemon.run(duration_s=0.3))
+    assert any(name.startswith("nmcore-trial") for name in at_ready)
+    assert daemon._trial_pool is None  # shut down with the run

@@ -177,3 +177,50 @@ def test_py_func_agrees_through_alarms(emg: np.ndarray, block: int) -> None:
         np.testing.assert_array_equal(i1, i2)
         np.testing.assert_array_equal(h1, h2)
         assert e1 == e2
+
+
+def test_more_channels_than_mask_bits_and_a_young_history_take_the_per_channel_path(
+    emg: np.ndarray,
+) -> None:
+    # 66 channels (> 62 mask bits): every block is refused by the lanes and tested per
+    # channel, with the same bits as the per-channel path
+    x = np.ascontiguousarray(np.tile(emg[:1400], (1, 6)))  # 66 channels
+    n_ch = x.shape[1]
+    params = OnsetParams(method="aglr", response_window_ms=300.0)
+    runs = []
+    for fn in (k.emg_filter_chain_block, _per_channel_block):
+        det = EmgOnsetDetector(RATE_HZ, n_ch, params, history_s=1.6)
+        det.hist.fill(0.0)  # rows not written yet are compared too
+        args = (det.work, det.istate, det.hist)
+        fn(np.ascontiguousarray(x[:STIM]), *args)
+        det.arm(STIM)
+        events = [fn(np.ascontiguousarray(x[i : i + 32]), *args) for i in range(STIM, 1400, 32)]
+        runs.append((det.work.copy(), det.istate.copy(), det.hist.copy(), events))
+        n_coef, z0, _ = k.work_layout(int(det.work[k.C_NBP]), int(det.work[k.C_NENV]), n_ch)
+        i = det.istate.copy()
+        i[:, k.I_PHASE] = k.P_TESTING
+        i[:, k.I_CURSOR] = i[:, k.I_HEAD]
+        i[:, k.I_END] = 10**9
+        f = det.work[n_coef:z0].reshape(n_ch, k.N_FSTATE)
+        head0 = int(i[0, k.I_HEAD])
+        assert k._aglr_test_block(det.work[:n_coef], f, i, det.hist_d, head0, 32) == -1
+    for a, b in zip(runs[0][:3], runs[1][:3], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert runs[0][3] == runs[1][3]
+    assert sum(runs[0][3]) >= 6  # alarms and onsets on the tiled channels
+    # a history younger than the window: the samples leaving it were never written
+    det = _detector(1.6, 500.0)
+    det.hist.fill(0.0)
+    n_coef, z0, _ = k.work_layout(int(det.work[k.C_NBP]), int(det.work[k.C_NENV]), N_CH)
+    coef, fstate = det.work[:n_coef], det.work[n_coef:z0].reshape(N_CH, k.N_FSTATE)
+    window = int(coef[k.C_WINDOW])
+    i = det.istate.copy()
+    i[:, k.I_PHASE] = k.P_TESTING
+    i[:, k.I_CURSOR] = window - 1
+    i[:, k.I_END] = 10**9
+    before = (det.work.copy(), i.copy())
+    assert k._aglr_test_block(coef, fstate, i, det.hist_d, window - 1, 32) == -1
+    np.testing.assert_array_equal(before[0], det.work)
+    np.testing.assert_array_equal(before[1], i)
+    i[:, k.I_CURSOR] = window
+    assert k._aglr_test_block(coef, fstate, i, det.hist_d, window, 32) == 0

@@ -442,6 +442,11 @@ class Daemon:
                 warm = getattr(driver, "warm", None)
                 if warm is not None:
                     warm()
+            if self.realtime:
+                # start the trial worker now: its thread start inside the loop, at the first
+                # trial's close, stalled the loop ~2 ms
+                self._trial_pool = ThreadPoolExecutor(1, thread_name_prefix="nmcore-trial")
+                self._trial_pool.submit(int).result()
             gc.collect()
             gc.freeze()  # compiled kernels and config live forever: keep them out of GC scans
             # The trial worker thread runs Python too (fits, payloads): while it holds the
