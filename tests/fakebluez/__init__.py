@@ -6,7 +6,7 @@ benchmarks/bench_ble.py).
 """
 
 from .bus import PrivateBus, dbus_daemon_available
-from .h10_session import stream_h10_blocks
+from .h10_session import collect_blocks, stream_h10_blocks
 from .nus_board import NusBoardEmulator
 from .polar import H10Emulator
 from .service import FakeBluez, FakeDevice
@@ -17,6 +17,7 @@ __all__ = [
     "H10Emulator",
     "NusBoardEmulator",
     "PrivateBus",
+    "collect_blocks",
     "dbus_daemon_available",
     "stream_h10_blocks",
 ]

@@ -1,5 +1,6 @@
-"""One streaming session with the emulated H10: the real polar.pmd driver, through real bleak,
-against a running `FakeBluez`. Shared by tests/integration/ble and benchmarks/bench_ble.py."""
+"""Streaming through the fake BlueZ: `collect_blocks` (what an open driver yields in a given
+time) and one session with the emulated H10 (the real polar.pmd driver, through real bleak,
+against a running `FakeBluez`). Shared by tests/integration/ble and benchmarks/bench_ble.py."""
 
 from __future__ import annotations
 
@@ -41,15 +42,23 @@ async def stream_h10_blocks(
     }
     driver = PolarPmdDriver("h10", opts, DriverContext(clock=clock))
     await driver.open()
-    blocks: list[SampleBlock] = []
+    try:
+        blocks = await collect_blocks(driver, duration_s)
+    finally:
+        await driver.close()
+    return h10, blocks
+
+
+async def collect_blocks(driver: Any, duration_s: float) -> list[SampleBlock]:
+    """Every block an open driver yields within `duration_s` (its generator is closed)."""
+    out: list[SampleBlock] = []
     agen = driver.blocks()
     try:
         async with asyncio.timeout(duration_s):
-            async for b in agen:
-                blocks.append(b)  # noqa: PERF401 - keeps what came before the timeout
+            async for block in agen:
+                out.append(block)  # noqa: PERF401 - keeps what came before the timeout
     except TimeoutError:
         pass
     finally:
         await agen.aclose()
-        await driver.close()
-    return h10, blocks
+    return out

@@ -287,10 +287,13 @@ class Daemon:
         if self._on_output is not None:
             self._on_output(payload if payload is not None else obj)
 
-    def _offload(self, job: Callable[[], dict[str, Any]]) -> None:
+    def _trial_worker(self) -> ThreadPoolExecutor:
         if self._trial_pool is None:
             self._trial_pool = ThreadPoolExecutor(1, thread_name_prefix="nmcore-trial")
-        fut = asyncio.get_running_loop().run_in_executor(self._trial_pool, job)
+        return self._trial_pool
+
+    def _offload(self, job: Callable[[], dict[str, Any]]) -> None:
+        fut = asyncio.get_running_loop().run_in_executor(self._trial_worker(), job)
         self._trial_jobs.add(fut)
         fut.add_done_callback(self._job_done)
 
@@ -445,8 +448,7 @@ class Daemon:
             if self.realtime:
                 # start the trial worker now: its thread start inside the loop, at the first
                 # trial's close, stalled the loop ~2 ms
-                self._trial_pool = ThreadPoolExecutor(1, thread_name_prefix="nmcore-trial")
-                self._trial_pool.submit(int).result()
+                self._trial_worker().submit(int).result()
             gc.collect()
             gc.freeze()  # compiled kernels and config live forever: keep them out of GC scans
             # The trial worker thread runs Python too (fits, payloads): while it holds the

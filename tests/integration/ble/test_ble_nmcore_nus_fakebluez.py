@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import numpy as np
@@ -15,20 +14,6 @@ from nmcore.model import SampleBlock
 from nmcore_drivers.nmcore_ble import NmcoreBleDriver
 
 from .conftest import fakebluez
-
-
-async def collect(driver: Any, duration_s: float) -> list[SampleBlock]:
-    out: list[SampleBlock] = []
-    agen = driver.blocks()
-    try:
-        async with asyncio.timeout(duration_s):
-            async for block in agen:
-                out.append(block)  # noqa: PERF401 - keeps what came before the timeout
-    except TimeoutError:
-        pass
-    finally:
-        await agen.aclose()
-    return out
 
 
 def check_blocks(board: Any, blocks: list[SampleBlock]) -> int:
@@ -50,7 +35,7 @@ async def test_nmcore_board_over_nus_stream_and_reconnect(fake_bluez: Any) -> No
         DriverContext(clock=clock),
     )
     await driver.open()
-    first = await collect(driver, 1.2)
+    first = await fakebluez.collect_blocks(driver, 1.2)
     assert driver.link.att_mtu == 185
     assert driver.identity["device_id"] == "emg-ble-01"
     n_first = check_blocks(board, first)
@@ -64,12 +49,12 @@ async def test_nmcore_board_over_nus_stream_and_reconnect(fake_bluez: Any) -> No
     dev.drop_link(out_of_range=False)  # link loss: blocks() ends with DeviceGoneError
     t_drop = clock.now()
     with pytest.raises(DeviceGoneError, match="disconnected"):
-        await collect(driver, 2.0)
+        await fakebluez.collect_blocks(driver, 2.0)
     assert clock.now() - t_drop < 0.5  # promptly, not after a watchdog timeout
     await driver.close()
     await driver.open()  # what the supervisor does next
     try:
-        second = await collect(driver, 0.6)
+        second = await fakebluez.collect_blocks(driver, 0.6)
     finally:
         await driver.close()
     assert check_blocks(board, second) > 0

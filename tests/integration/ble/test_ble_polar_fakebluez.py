@@ -33,20 +33,6 @@ def h10_options(address: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-async def collect(driver: Any, duration_s: float) -> list[SampleBlock]:
-    out: list[SampleBlock] = []
-    agen = driver.blocks()
-    try:
-        async with asyncio.timeout(duration_s):
-            async for block in agen:
-                out.append(block)  # noqa: PERF401 - keeps what came before the timeout
-    except TimeoutError:
-        pass
-    finally:
-        await agen.aclose()
-    return out
-
-
 async def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
     try:
         async with asyncio.timeout(timeout_s):
@@ -80,7 +66,7 @@ async def test_discover_connect_stream_values_and_timestamps(fake_bluez: Any) ->
     await driver.open()
     try:
         assert driver.link.att_mtu == 232
-        blocks = await collect(driver, 3.0)
+        blocks = await fakebluez.collect_blocks(driver, 3.0)
     finally:
         await driver.close()
     n_ecg = check_against_truth(h10, blocks, ECG, "h10.ecg")
@@ -191,13 +177,13 @@ async def test_bad_notifications_counted_and_skipped(fake_bluez: Any) -> None:
     driver = PolarPmdDriver("h10", h10_options(h10.address), DriverContext(clock=clock))
     await driver.open()
     try:
-        first = await collect(driver, 0.4)
+        first = await fakebluez.collect_blocks(driver, 0.4)
         header = bytes([0]) + (123).to_bytes(8, "little")
         assert h10.inject(header + b"\x00" + b"\x01\x02")  # ECG body of 2 bytes: truncated
         assert h10.inject(bytes([0x42]) + header[1:] + b"\x00" + bytes(6))  # unknown type
         assert h10.inject(header + b"\x7e" + bytes(6))  # unknown frame type
         assert h10.inject(b"\x02\x00")  # shorter than a header
-        later = await collect(driver, 0.6)
+        later = await fakebluez.collect_blocks(driver, 0.6)
     finally:
         await driver.close()
     st = driver.decoder.stats
@@ -274,7 +260,7 @@ async def test_real_polar_h10_streams(request: pytest.FixtureRequest) -> None:
     )
     await driver.open()
     try:
-        blocks = await collect(driver, 10.0)
+        blocks = await fakebluez.collect_blocks(driver, 10.0)
     finally:
         await driver.close()
     ecg = [b for b in blocks if b.stream_id == "h10.ecg"]
