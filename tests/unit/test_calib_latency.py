@@ -101,6 +101,24 @@ def test_mispaired_and_stalled_edges_fail() -> None:
     assert "outliers" in failed(checks)
 
 
+def test_clock_mapping_noise_around_a_zero_delay_passes_but_a_mispairing_does_not() -> None:
+    """A device-timed loopback has a true delay of 0; its two times are mapped by the clock model
+    at two moments, so a few delays read some microseconds below 0 (CI saw -0.018 ms)."""
+    rng = np.random.default_rng(5)
+    out = np.cumsum(rng.uniform(0.1, 0.15, 12)) + 10.0
+    edge = out + rng.uniform(-0.03e-3, 0.03e-3, 12)
+    edge[4] = out[4] - 0.099e-3
+    values, stats, checks = from_pairs(out, edge, method="loopback", sample_period_s=1e-6)
+    assert failed(checks) == []
+    assert abs(values.delay_ms) < 0.03
+    assert stats["min_ms"] == pytest.approx(-0.099)
+    edge[4] = out[4] - 0.2e-3
+    _, _, checks = from_pairs(out, edge, method="loopback", sample_period_s=1e-6)
+    assert failed(checks) == ["delay_range"]
+    msg = next(c.message for c in checks if c.name == "delay_range")
+    assert "-0.200" in msg
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="equal length"):
         from_pairs(np.zeros(3), np.zeros(4), method="tap", sample_period_s=PERIOD_S)

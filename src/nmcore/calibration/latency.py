@@ -27,6 +27,10 @@ MAD_TO_SD = 1.4826
 OUTLIER_MADS = 6.0
 # below this a deviation is clock rounding, not a stall (device-timed edges: the MAD is ~0)
 OUTLIER_FLOOR_MS = 0.05
+# an output and its edge are mapped to host time by the clock model at two moments (the reply,
+# the edge's block) and the model moves between them by some microseconds: a device-timed
+# loopback of true delay 0 can read -0.02 ms. A mis-paired edge is off by a pulse gap (>= 100 ms).
+CLOCK_SLACK_MS = 0.1
 
 
 def from_pairs(
@@ -45,6 +49,7 @@ def from_pairs(
 
     Checks (all fail): fewer than `min_events` seen edges; missing edges (NaN) above
     `max_missing_fraction`; a negative delay or one above `max_delay_ms` (a mis-paired edge);
+    (below -`CLOCK_SLACK_MS`, which is the clock model moving between the two mappings);
     the spread above one sample period plus `max_sd_ms` (a uniform quantisation over +- a
     period has SD period/sqrt(3), so a period is a generous allowance); outliers (more than 6
     MADs plus a period plus 0.05 ms from the median), which also fail: an occasional late edge is a
@@ -117,17 +122,18 @@ def from_pairs(
     n_out = int(outliers.sum())
 
     lo, hi = float(d_ms.min()), float(d_ms.max())
-    in_range = lo >= 0.0 and hi <= max_delay_ms
+    in_range = lo >= -CLOCK_SLACK_MS and hi <= max_delay_ms
     checks.append(
         Check(
             name="delay_range",
             passed=in_range,
-            value=lo if lo < 0 else hi,
-            limit=0.0 if lo < 0 else max_delay_ms,
+            value=lo if lo < -CLOCK_SLACK_MS else hi,
+            limit=-CLOCK_SLACK_MS if lo < -CLOCK_SLACK_MS else max_delay_ms,
             unit="ms",
-            message=f"delays {lo:.2f} to {hi:.2f} ms"
+            message=f"delays {lo:.3f} to {hi:.3f} ms"
             if in_range
-            else f"delays range from {lo:.1f} to {hi:.1f} ms (allowed 0 to {max_delay_ms:g}): "
+            else f"delays range from {lo:.3f} to {hi:.3f} ms (allowed -{CLOCK_SLACK_MS:g} to "
+            f"{max_delay_ms:g}): "
             "edges are paired with the wrong events (an edge before its event is impossible); "
             "space the events further apart and check the output and trigger streams share "
             "the host clock",

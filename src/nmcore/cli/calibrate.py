@@ -751,7 +751,7 @@ async def _latency(args: argparse.Namespace, ui: Ui) -> int:
     lines = [
         f"delay {values.delay_ms:.3f} +- {values.sigma_ms:.3f} ms "
         f"(spread sd {values.sd_ms:.3f} ms, {values.n_events} pulses)",
-        f"trigger onsets on {sid} are corrected by -{values.delay_ms:.3f} ms",
+        f"trigger onsets on {sid} are corrected by {-values.delay_ms:+.3f} ms",
     ]
     return _finish(args, ui, store, cal, lines)
 
