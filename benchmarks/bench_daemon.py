@@ -143,6 +143,14 @@ def _load_station(config: Path, history_s: float) -> Any:
     return station
 
 
+def _run_loop(main: Any) -> Any:
+    """Run `main` on the event loop every nmcore command runs on (imported here: the
+    start-up figure times the imports)."""
+    from nmcore.runtime import eventloop
+
+    return eventloop.run(main)
+
+
 def _make_daemon(args: argparse.Namespace) -> Any:
     """The lab rig's daemon in real time; publishing only when the parent runs a broker."""
     from nmcore.runtime.daemon import Daemon
@@ -178,7 +186,7 @@ def _child_startup(args: argparse.Namespace) -> dict[str, Any]:
         await daemon.run(None)
         await waiter
 
-    asyncio.run(main())
+    _run_loop(main())
     return {
         "spawn_to_main_s": t_main - args.t_spawn,
         "import_s": t_imported - t_main,
@@ -245,7 +253,7 @@ def _daemon_run(args: argparse.Namespace, profiler: Any = None) -> dict[str, Any
         await daemon.run(None)
         await waiter
 
-    asyncio.run(main())
+    _run_loop(main())
     return out
 
 
@@ -325,7 +333,7 @@ def _child_sim(args: argparse.Namespace) -> dict[str, Any]:
         )
         return time.process_time() - c0, time.monotonic() - w0
 
-    cpu_s, wall_s = asyncio.run(main())
+    cpu_s, wall_s = _run_loop(main())
     return {
         "cpu_pct": 100.0 * cpu_s / wall_s,
         "wall_s": wall_s,
@@ -345,7 +353,7 @@ def _child_lagfloor(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(args.seconds)
         task.cancel()
 
-    asyncio.run(main())
+    _run_loop(main())
     return {
         "cpu_pct": mon.cpu_percent(),
         "lag_p50_ms": mon.lag_ms(0.5),

@@ -38,6 +38,7 @@ import orjson
 
 from nmcore.config.models import MqttConfig
 from nmcore.publish import GapEvent, Publisher
+from nmcore.runtime import eventloop
 
 _HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location(
@@ -152,7 +153,7 @@ def main() -> None:
     args = ap.parse_args()
     n = 400 if args.smoke else args.n
     with tempfile.TemporaryDirectory() as tmp, _mosq.Mosquitto(Path(tmp)) as broker:
-        res = asyncio.run(_run(broker, n, args.rate_hz, block=100, state_dir=Path(tmp)))
+        res = eventloop.run(_run(broker, n, args.rate_hz, block=100, state_dir=Path(tmp)))
     lat = {k: np.asarray(v[WARMUP:]) for k, v in res["lat"].items()}
     counts = {k: len(v) for k, v in res["lat"].items()}
     if set(counts.values()) != {n}:

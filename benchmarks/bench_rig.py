@@ -14,7 +14,6 @@ sequence tracker, clock model, ring buffers, trial engine), against the simulato
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from nmcore.config import validate_station
+from nmcore.runtime import eventloop
 from nmcore.runtime.daemon import Daemon
 
 
@@ -130,7 +130,7 @@ def main() -> int:
     if args.smoke:
         cases = cases[:1] + cases[3:4]
     for name, transport in cases:
-        daemon, truth = asyncio.run(_run(_station(transport, 100.0, 0, 3), duration_s))
+        daemon, truth = eventloop.run(_run(_station(transport, 100.0, 0, 3), duration_s))
         errs = _timestamp_errors(daemon, truth, settle_s=10.0)
         model = np.concatenate([e[0] for e in errs.values()])
         base = np.concatenate([e[1] for e in errs.values()])
@@ -146,7 +146,7 @@ def main() -> int:
     # trial accuracy: 10 dB EMG, serial-like links
     n_trials = 12 if args.smoke else 100
     station = _station({"kind": "serial", "packet_samples": 7}, 100.0, n_trials, 11)
-    daemon, truth = asyncio.run(_run(station, 12.0 + 6.0 * n_trials + 3.0))
+    daemon, truth = eventloop.run(_run(station, 12.0 + 6.0 * n_trials + 3.0))
     true_trials = {r["trial"]: r for r in truth if r["type"] == "trial"}
     muscle = {(r["trial"], r["muscle"]): r for r in truth if r["type"] == "muscle_onset"}
     force = {r["trial"]: r for r in truth if r["type"] == "force_response"}

@@ -22,6 +22,7 @@ import numpy as np
 
 from nmcore.driver import DriverContext
 from nmcore.hostclock import HostClock, MonotonicClock, VirtualClock
+from nmcore.runtime import eventloop
 from nmcore.sim.device import SimDevice
 from nmcore.sim.run import run_station
 from nmcore.sim.scenario import Scenario, ScenarioOptions
@@ -164,4 +165,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    eventloop.run(main())

@@ -762,7 +762,8 @@ async def test_open_refuses_a_device_that_does_not_match_the_config(
 def test_calibrate_latency_through_the_firmware_loopback(fw_bin: Path, tmp_path: Path) -> None:
     """`nmcore calibrate latency` against the reference firmware over a pty: LOOPBACK_TRIGGER
     drives the output into the device's own trigger input; the host build's edge is stamped
-    with the output time, so the measured delay is 0 within the clock's microsecond."""
+    with the output time, so the measured delay is 0 up to the clock model's movement between
+    mapping the output (at the reply) and the edge (at its block): microseconds."""
     from nmcore.calibration.store import CalibrationStore
     from nmcore.cli.main import main
 
@@ -785,5 +786,6 @@ def test_calibrate_latency_through_the_firmware_loopback(fw_bin: Path, tmp_path:
     assert cal is not None
     assert cal.stream_id == "fw.trigger"
     assert cal.values.n_events == 12
-    assert abs(cal.values.delay_ms) < 0.01
-    assert cal.values.sd_ms < 0.01
+    # 0 within the clock model's movement (CI saw -0.018 ms at worst; a 2 kHz sample is 0.5)
+    assert abs(cal.values.delay_ms) < 0.05
+    assert cal.values.sd_ms < 0.05

@@ -68,14 +68,15 @@ def _run(
     history_s: float,
     window_ms: float,
     mixed: bool,
+    behind: int = 5,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
-    """Feed x in blocks; snapshot (work, istate, hist, events) after every block."""
+    """Feed x in blocks; snapshot (work, istate, hist, events) after every block. The
+    stimulus lies `behind` samples before the first block: that block catches up from it."""
     det = _detector(history_s, window_ms)
     det.hist.fill(0.0)
     args = (det.work, det.istate, det.hist)
     fn(np.ascontiguousarray(x[:STIM]), *args)
-    # the stimulus lies 5 samples back: the first block tests from behind its start
-    det.arm(STIM - 5)
+    det.arm(STIM - behind)
     if mixed:
         det.istate[1, k.I_PHASE] = k.P_IDLE  # never armed
         det.istate[2, k.I_END] = STIM + 301  # its window closes inside a block
@@ -95,6 +96,7 @@ def emg() -> np.ndarray:
     return _signal(11)
 
 
+@pytest.mark.parametrize("behind", [0, 5, 90])
 @pytest.mark.parametrize("block", [1, 7, 32, 45])
 @pytest.mark.parametrize(
     ("history_s", "mixed"),
@@ -102,11 +104,12 @@ def emg() -> np.ndarray:
     ids=["long-history", "long-history-mixed", "wrapping-history", "wrapping-history-mixed"],
 )
 def test_lanes_leave_the_same_bits_as_the_per_channel_test(
-    emg: np.ndarray, block: int, history_s: float, mixed: bool
+    emg: np.ndarray, block: int, history_s: float, mixed: bool, behind: int
 ) -> None:
-    # 1.2183 s = 2436.6 -> 2437 rows: the history wraps inside blocks, at an odd position
+    # 1.2183 s = 2436.6 -> 2437 rows: the history wraps inside blocks, at an odd position;
+    # behind: armed at the block's start, or the first block catches up from the stimulus
     window_ms = 500.0 if history_s > 1.5 else 300.0
-    kw = {"history_s": history_s, "window_ms": window_ms, "mixed": mixed}
+    kw = {"history_s": history_s, "window_ms": window_ms, "mixed": mixed, "behind": behind}
     fast = _run(k.emg_filter_chain_block, emg, block, **kw)  # type: ignore[arg-type]
     slow = _run(_per_channel_block, emg, block, **kw)  # type: ignore[arg-type]
     assert len(fast) == len(slow)
@@ -129,14 +132,39 @@ def test_lanes_are_taken_in_the_steady_state_and_refused_otherwise(emg: np.ndarr
     det.arm(STIM)
     n_coef, z0, _ = k.work_layout(int(det.work[k.C_NBP]), int(det.work[k.C_NENV]), N_CH)
     coef, fstate = det.work[:n_coef], det.work[n_coef:z0].reshape(N_CH, k.N_FSTATE)
-    # armed, not testing yet: no lane, nothing touched
+    # an empty block: nothing touched
     before = (det.work.copy(), det.istate.copy())
     for fn in (k._aglr_test_block, k._aglr_test_block.py_func):
         assert fn(coef, fstate, det.istate, det.hist_d, STIM, 0) == -1
-        assert fn(coef, fstate, det.istate, det.hist_d, STIM, 32) == -1
     np.testing.assert_array_equal(before[0], det.work)
     np.testing.assert_array_equal(before[1], det.istate)
-    det.process(np.ascontiguousarray(emg[STIM : STIM + 32]))  # initialises: testing now
+    # armed at the block's start: the lanes start testing there (same bits as the per-channel
+    # start, `_test_channel` on the armed state)
+    armed = []
+    for fn in (k._aglr_test_block, k._aglr_test_block.py_func, None):
+        w, i = det.work.copy(), det.istate.copy()
+        f = w[n_coef:z0].reshape(N_CH, k.N_FSTATE)
+        if fn is None:
+            i[:, k.I_HEAD] = STIM + 32
+            for c in range(N_CH):
+                k._test_channel(w[:n_coef], f, i, det.hist_y, det.hist_d, c)
+        else:
+            assert fn(w[:n_coef], f, i, det.hist_d, STIM, 32) == 0
+        assert (i[:, k.I_PHASE] == k.P_TESTING).all()
+        assert (i[:, k.I_CURSOR] == STIM + 32).all()
+        armed.append((w, i))
+    for w, i in armed[1:]:
+        np.testing.assert_array_equal(armed[0][0], w)
+        np.testing.assert_array_equal(armed[0][1], i)
+    # armed with the window before the stimulus not in the history: refused, untouched
+    young = det.istate.copy()
+    young[:, k.I_CURSOR] = 10
+    young[:, k.I_STIM] = 10
+    before = (det.work.copy(), young.copy())
+    assert k._aglr_test_block(coef, fstate, young, det.hist_d, 32, 32) == -1
+    np.testing.assert_array_equal(before[0], det.work)
+    np.testing.assert_array_equal(before[1], young)
+    det.process(np.ascontiguousarray(emg[STIM : STIM + 32]))  # testing now
     assert (det.istate[:, k.I_PHASE] == k.P_TESTING).all()
     # the next block, written by the filter only, then tested by each implementation
     results = []
@@ -160,8 +188,11 @@ def test_lanes_are_taken_in_the_steady_state_and_refused_otherwise(emg: np.ndarr
     assert k._aglr_test_block(coef, fstate, i, det.hist_d, head0, 32) == 0
     i[:, k.I_CURSOR] = head0
     assert k._aglr_test_block(coef, fstate, i, det.hist_d, head0, n_hist - 10) == -1
-    i[:, k.I_CURSOR] = head0 - 1  # behind: not a lane
-    assert k._aglr_test_block(coef, fstate, i, det.hist_d, head0, 32) == -1
+    i[:, k.I_CURSOR] = head0
+    i[5, k.I_CURSOR] = head0 - 1  # behind the others: not a lane
+    assert k._aglr_test_block(coef, fstate, i, det.hist_d, head0, 32) == 1 << 5
+    i[:, k.I_CURSOR] = head0 - 1  # all behind alike: lanes from there
+    assert k._aglr_test_block(coef, fstate, i, det.hist_d, head0, 32) == 0
     i[:, k.I_CURSOR] = head0
     i[3, k.I_PHASE] = k.P_DONE  # the other channels are lanes: channel 3 is left to test
     assert k._aglr_test_block(coef, fstate, i, det.hist_d, head0, 32) == 1 << 3

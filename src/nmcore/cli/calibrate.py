@@ -30,6 +30,7 @@ from nmcore.buffer.ring import Window
 from nmcore.config import StationConfig
 from nmcore.errors import CalibrationError, ConfigError, DeviceError
 from nmcore.model import StreamKind
+from nmcore.runtime import eventloop
 
 __all__ = ["add_arguments", "run"]
 
@@ -1035,7 +1036,7 @@ def run(args: argparse.Namespace) -> int:
         for lg in quiet:
             lg.setLevel(logging.WARNING)
     try:
-        return int(asyncio.run(args.calibrate(args, ui)))
+        return int(eventloop.run(args.calibrate(args, ui)))
     except Aborted:
         ui.say("\nAborted: nothing saved.")
         return 130

@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 from nmcore.errors import DeviceError
 from nmcore.hostclock import MonotonicClock
+from nmcore.runtime import eventloop
 from nmcore.transport.ports import BY_ID_DIR, PortInfo, list_serial_ports
 from nmcore.transport.serial import SerialTransport, port_holders
 
@@ -307,13 +308,13 @@ def run(args: argparse.Namespace, *, by_id_dir: Path = BY_ID_DIR, out: TextIO | 
     stream = out if out is not None else sys.stdout
     if args.action == "scan":
         timeout_s = args.timeout if args.timeout is not None else DEFAULT_SCAN_S
-        found = asyncio.run(scan_ble(timeout_s))
+        found = eventloop.run(scan_ble(timeout_s))
         print(format_ble_table(found), file=stream)
         return 0
     ports = collect_ports(by_id_dir=by_id_dir)
     probes = None
     if args.probe and ports:
         timeout_s = args.timeout if args.timeout is not None else DEFAULT_PROBE_TIMEOUT_S
-        probes = asyncio.run(_probe_all(ports, args.baudrate, timeout_s))
+        probes = eventloop.run(_probe_all(ports, args.baudrate, timeout_s))
     print(format_port_table(ports, probes if args.probe else None), file=stream)
     return 0

@@ -114,8 +114,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    import asyncio
-
+    from nmcore.runtime import eventloop
     from nmcore.runtime.daemon import _printer, read_station
     from nmcore.runtime.replay import replay_recording
 
@@ -123,7 +122,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         log.error("--speed must be a positive number (got %s)", args.speed)
         return EXIT_USAGE
     station, text = read_station(Path(args.config)) if args.config else (None, None)
-    fed = asyncio.run(
+    fed = eventloop.run(
         replay_recording(
             Path(args.recording),
             station=station,

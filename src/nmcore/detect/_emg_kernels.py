@@ -442,10 +442,7 @@ def _test_channel(
         istate[c, I_LASTZERO] = k - 1
         fstate[c, F_MAXSTAT] = 0.0
         if method == M_AGLR:
-            acc = 0.0
-            for j in range(max(oldest, k - window), k):
-                acc += hist_d[j % n_hist, c]
-            fstate[c, F_STAT] = acc
+            fstate[c, F_STAT] = _window_start(hist_d, c, max(oldest, k - window), k)
         elif method == M_BONATO:
             cnt = 0
             for j in range(max(oldest + 1, k - run_needed + 1), k):
@@ -777,13 +774,21 @@ def emg_filter_chain_block(
 
 
 @jit
-def _aglr_lane(istate: np.ndarray, c: int, head0: int, head: int) -> bool:
-    """Channel c tests every sample of the block [head0, head) and its window stays open."""
-    return bool(
-        istate[c, I_PHASE] == P_TESTING
-        and istate[c, I_CURSOR] == head0
-        and istate[c, I_END] >= head
-    )
+def _aglr_candidate(istate: np.ndarray, c: int, head: int) -> bool:
+    """Channel c is armed or testing and its window stays open through the block."""
+    phase = istate[c, I_PHASE]
+    return bool(phase in (P_TESTING, P_ARMED) and istate[c, I_END] >= head)
+
+
+@jit
+def _window_start(hist_d: np.ndarray, c: int, lo: int, hi: int) -> float:
+    """The AGLR window sum over [lo, hi) that a channel starts testing with (in this order:
+    the lanes and `_test_channel` must leave the same bits)."""
+    n_hist = hist_d.shape[0]
+    acc = 0.0
+    for j in range(lo, hi):
+        acc += hist_d[j % n_hist, c]
+    return acc
 
 
 @jit
@@ -892,36 +897,55 @@ def _aglr_test_block(
     head0: int,
     n: int,
 ) -> int:
-    """The AGLR test of a block, channels side by side (the steady state of a trial).
+    """The AGLR test of a block, channels side by side: the steady state of a trial, and the
+    block after arming, which catches up from the stimulus.
 
-    A "lane" is a channel testing from the block's first sample whose window stays open
-    through the block. Lanes' window sums run eight channels at a time in registers
-    (`_window_sums8`); per channel the sum sees the same additions in the same order as
-    `_test_channel`, so it is the same bits. The largest sum of the block decides both the
+    A "lane" is a channel, armed or testing, whose cursor is the lanes' common start k0
+    (the block's first sample, else the cursor the armed channels share) and whose window
+    stays open through the block. An armed lane gets its starting window sum first (as
+    `_test_channel` would). Lanes' window sums over [k0, head) run eight channels at a time
+    in registers (`_window_sums8`); per channel the sum sees the same additions in the same
+    order as `_test_channel`, so it is the same bits. The largest sum decides both the
     diagnostic maximum and whether the lane crossed its alarm level. Returns a bit mask of
-    the channels the caller must still run `_test_channel` on (their state untouched): a
-    lane that crossed (redone from the block's start) and every channel in another state
-    (armed, alarmed, done, behind, window ending). Returns -1 (nothing touched: test every
-    channel) when no channel is a lane, the window's leaving samples are not all in the
-    history, or there are more channels than mask bits. Serial per channel, the sum is a
-    chain of dependent additions (~1.6 us of a 32 x 16 block); side by side ~0.3 us."""
+    the channels the caller must still run `_test_channel` on: a lane that crossed (redone
+    from k0, where its state was left) and every other channel (alarmed, done, idle, behind,
+    window ending). Returns -1 (nothing touched: test every channel) when no channel is a
+    lane, the samples leaving the window are not all in the history, or there are more
+    channels than mask bits. Serial per channel, the sum is a chain of dependent additions
+    (~1.6 us of a 32 x 16 block); side by side ~0.3 us."""
     n_ch = istate.shape[0]
     n_hist = hist_d.shape[0]
     head = head0 + n
     window = int(coef[C_WINDOW])
     oldest = max(0, head - n_hist)
-    # the sample leaving the window exists for every sample of the block (so n <= n_hist)
-    if n <= 0 or n_ch > 62 or head0 - window < oldest:
+    if n <= 0 or n_ch > 62:
+        return -1
+    # the common start: the block's first sample if any candidate is there (steady state),
+    # else the first candidate's cursor (the stimulus, right after arming)
+    k0 = -1
+    for c in range(n_ch):
+        if _aglr_candidate(istate, c, head):
+            k0 = istate[c, I_CURSOR]
+            if k0 == head0:
+                break
+    # the window before k0 and the sample leaving it are in the history (so head - k0 <= n_hist)
+    if k0 < 0 or k0 > head0 or k0 - window < oldest:
         return -1
     lanes = 0  # bit c: channel c is a lane
     for c in range(n_ch):
-        if _aglr_lane(istate, c, head0, head):
+        if _aglr_candidate(istate, c, head) and istate[c, I_CURSOR] == k0:
             lanes |= 1 << c
-    if lanes == 0:
-        return -1
     for c in range(n_ch):
         istate[c, I_HEAD] = head
-    pos = head0 % n_hist
+        if (lanes >> c) & 1 and istate[c, I_PHASE] == P_ARMED:
+            # `_test_channel`'s start of testing, at k0 (>= oldest + window)
+            istate[c, I_RUN_LEN] = 0
+            istate[c, I_LASTZERO] = k0 - 1
+            fstate[c, F_MAXSTAT] = 0.0
+            fstate[c, F_STAT] = _window_start(hist_d, c, k0 - window, k0)
+            istate[c, I_PHASE] = P_TESTING
+    m = head - k0
+    pos = k0 % n_hist
     opos = pos - window  # the sample leaving the window
     if opos < 0:
         opos += n_hist
@@ -930,14 +954,14 @@ def _aglr_test_block(
     c = 0
     while c + 8 <= n_ch:
         if (lanes >> c) & 0xFF:
-            sums = _window_sums8(hist_d, fstate, c, pos, opos, n)
+            sums = _window_sums8(hist_d, fstate, c, pos, opos, m)
             for j in range(8):
                 if (lanes >> (c + j)) & 1:
                     redo |= _aglr_keep(fstate, istate, c + j, head, level, sums[j], sums[8 + j])
         c += 8
     while c < n_ch:
         if (lanes >> c) & 1:
-            stat, top = _window_sum1(hist_d, fstate, c, pos, opos, n)
+            stat, top = _window_sum1(hist_d, fstate, c, pos, opos, m)
             redo |= _aglr_keep(fstate, istate, c, head, level, stat, top)
         c += 1
     return int(redo)

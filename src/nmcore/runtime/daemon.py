@@ -61,6 +61,7 @@ from nmcore.publish import (
     TrialResultMessage,
 )
 from nmcore.record import SessionRecorder
+from nmcore.runtime import eventloop
 from nmcore.runtime.calibrations import apply_calibrations, select_calibrations
 from nmcore.runtime.messages import to_message, trial_id
 from nmcore.runtime.monitor import LoopLagMonitor
@@ -867,7 +868,7 @@ def run_daemon(
             daemon = make(station, text)
 
     try:
-        asyncio.run(main())
+        eventloop.run(main())
     finally:
         notifier.close()
         if truth_file is not None:
