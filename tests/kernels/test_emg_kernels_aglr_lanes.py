@@ -125,6 +125,45 @@ def test_lanes_leave_the_same_bits_as_the_per_channel_test(
     assert sum(s[3] for s in fast) >= 4
 
 
+@pytest.mark.parametrize("history_s", [1.6, 1.2183])
+@pytest.mark.parametrize(
+    ("pre", "stim", "block"), [(1350, 1150, 32), (1400, 1100, 7), (1300, 1250, 1)]
+)
+def test_armed_lanes_that_cross_in_the_catch_up_block_are_redone_with_the_same_bits(
+    emg: np.ndarray, history_s: float, pre: int, stim: int, block: int
+) -> None:
+    """Armed late (the stimulus `pre - stim` samples back, onsets in between): the lanes take
+    their starting sums, several cross in the catch-up block and are redone per channel from
+    there; every state array equals the per-channel path's after every block."""
+    window_ms = 500.0 if history_s > 1.5 else 300.0
+    runs = []
+    for fn in (k.emg_filter_chain_block, _per_channel_block):
+        det = _detector(history_s, window_ms)
+        det.hist.fill(0.0)
+        args = (det.work, det.istate, det.hist)
+        fn(np.ascontiguousarray(emg[:pre]), *args)
+        det.arm(stim)
+        if fn is k.emg_filter_chain_block:
+            # the catch-up is taken by the lanes (not refused) and some of them cross
+            n_coef, z0, _ = k.work_layout(int(det.work[k.C_NBP]), int(det.work[k.C_NENV]), N_CH)
+            w, i = det.work.copy(), det.istate.copy()
+            f = w[n_coef:z0].reshape(N_CH, k.N_FSTATE)
+            redo = k._aglr_test_block(w[:n_coef], f, i, det.hist_d, stim + 1, pre - stim - 1)
+            assert redo > 0
+        out = []
+        for j in range(pre, pre + 300, block):
+            ev = fn(np.ascontiguousarray(emg[j : j + block]), *args)
+            out.append((det.work.copy(), det.istate.copy(), det.hist.copy(), ev))
+        runs.append(out)
+    fast, slow = runs
+    assert fast[0][3] > 0  # the catch-up block raised alarms
+    for (w1, i1, h1, e1), (w2, i2, h2, e2) in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(w1, w2)
+        np.testing.assert_array_equal(i1, i2)
+        np.testing.assert_array_equal(h1, h2)
+        assert e1 == e2
+
+
 def test_lanes_are_taken_in_the_steady_state_and_refused_otherwise(emg: np.ndarray) -> None:
     det = _detector(1.6, 500.0)
     det.hist.fill(0.0)

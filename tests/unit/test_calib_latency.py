@@ -119,6 +119,16 @@ def test_clock_mapping_noise_around_a_zero_delay_passes_but_a_mispairing_does_no
     assert "-0.200" in msg
 
 
+def test_the_correction_is_printed_with_its_sign_and_no_negative_zero() -> None:
+    from nmcore.cli.calibrate import _signed_ms
+
+    assert _signed_ms(-0.447) == "-0.447"
+    assert _signed_ms(0.0183) == "+0.018"
+    assert _signed_ms(-0.0) == "0.000"
+    assert _signed_ms(0.0004) == "0.000"
+    assert _signed_ms(-0.0004) == "0.000"
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="equal length"):
         from_pairs(np.zeros(3), np.zeros(4), method="tap", sample_period_s=PERIOD_S)

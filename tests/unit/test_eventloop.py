@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import select
 import selectors
 import socket
 import statistics
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -33,12 +35,33 @@ def _median_wait_s(sel: selectors.BaseSelector, n: int = 41) -> float:
     return statistics.median(waits)
 
 
+def test_a_timed_wait_goes_to_select_with_its_microseconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waits: list[float | None] = []
+    real = select.select
+
+    def spy(r: list[int], w: list[int], x: list[int], timeout: float | None = None) -> Any:
+        waits.append(timeout)
+        return real(r, w, x, timeout)
+
+    monkeypatch.setattr(select, "select", spy)
+    with eventloop.PreciseEpollSelector() as sel:
+        assert sel.precise
+        assert sel.select(WAIT_S) == []
+        assert sel.select(0) == []  # a poll: straight to epoll
+        assert waits == [WAIT_S]
+        sel.precise = False  # what an epoll descriptor >= FD_SETSIZE gets
+        assert sel.select(WAIT_S) == []
+        assert waits == [WAIT_S]
+
+
 def test_a_sub_millisecond_wait_is_not_rounded_up_to_a_millisecond() -> None:
     with selectors.EpollSelector() as plain, eventloop.PreciseEpollSelector() as precise:
-        assert precise.precise
         # epoll's guarantee is the floor we remove: it never returns before 1 ms
         assert _median_wait_s(plain) >= 0.001
-        assert WAIT_S <= _median_wait_s(precise) < 0.0009
+        # the median of 41 waits stays below that floor even on a loaded machine
+        assert WAIT_S <= _median_wait_s(precise) < 0.001
 
 
 @pytest.fixture
@@ -81,12 +104,16 @@ def test_the_loop_runs_sub_millisecond_timers_and_wakes_for_other_threads() -> N
             t_set[0] = time.perf_counter()
             loop.call_soon_threadsafe(fut.set_result, 0.0)
 
-        threading.Thread(target=later).start()
-        await asyncio.wait_for(fut, timeout=10.0)
+        thread = threading.Thread(target=later)
+        thread.start()
+        try:
+            await asyncio.wait_for(fut, timeout=10.0)
+        finally:
+            thread.join(10.0)
         return statistics.median(waits), time.perf_counter() - t_set[0]
 
     median_s, wake_s = eventloop.run(main())
-    assert WAIT_S <= median_s < 0.0009
+    assert WAIT_S <= median_s < 0.001
     assert wake_s < 0.5
 
 

@@ -675,6 +675,12 @@ def _first_edge(w: Window, channel: int, after_s: float, threshold: float) -> fl
     return math.nan
 
 
+def _signed_ms(v_ms: float) -> str:
+    """`v_ms` to the microsecond with its sign, and no "-0.000" for what rounds to zero."""
+    r = round(v_ms, 3)
+    return f"{r:+.3f}" if r != 0 else "0.000"
+
+
 async def _loopback_out_s(session: Any, dev: str, pulse_s: float) -> float:
     driver = session.driver(dev)
     fire = getattr(driver, "loopback_trigger", None)
@@ -752,7 +758,7 @@ async def _latency(args: argparse.Namespace, ui: Ui) -> int:
     lines = [
         f"delay {values.delay_ms:.3f} +- {values.sigma_ms:.3f} ms "
         f"(spread sd {values.sd_ms:.3f} ms, {values.n_events} pulses)",
-        f"trigger onsets on {sid} are corrected by {-values.delay_ms:+.3f} ms",
+        f"trigger onsets on {sid} are corrected by {_signed_ms(-values.delay_ms)} ms",
     ]
     return _finish(args, ui, store, cal, lines)
 

@@ -728,8 +728,9 @@ def emg_filter_chain_block(
     """The fused per-block chain: for each sample and channel, band-pass (cascaded biquads,
     direct form II transposed), condition (|y| -> low-pass for Hodges-Bui; |TKEO(y)| ->
     low-pass for Solnik; y**2 for Bonato, AGLR, CUSUM), write both into the history rings;
-    then advance each armed channel's detector (AGLR: the channels testing in step run side by
-    side, `_aglr_test_block`; the others one by one, `_test_channel`). Returns the number of
+    then advance each armed channel's detector (AGLR: the channels armed or testing from a
+    common cursor run side by side, `_aglr_test_block`; the others one by one,
+    `_test_channel`). Returns the number of
     events (alarms, refined onsets, closed windows) raised in this block.
 
     Four arguments on purpose: numba's dispatch costs ~0.1-0.3 µs per array argument, a good
@@ -877,7 +878,8 @@ def _aglr_keep(
 ) -> int:
     """Keep lane c's block (its sum and largest sum) unless it crossed its alarm level (a
     lane crosses iff its largest sum does). Returns 0 when kept, else channel c's bit: it
-    is then tested by `_test_channel` from its untouched state."""
+    is then tested by `_test_channel` from its state at the lanes' start (an armed lane's
+    starting window sum already taken, as `_test_channel` would take it)."""
     # the same product as `_test_channel`'s alarm level, (C_AGLR_R * window) * sig2
     if not top > level_per_sig2 * fstate[c, F_SIG2]:
         fstate[c, F_STAT] = stat
@@ -925,8 +927,10 @@ def _aglr_test_block(
     k0 = -1
     for c in range(n_ch):
         if _aglr_candidate(istate, c, head):
-            k0 = istate[c, I_CURSOR]
-            if k0 == head0:
+            cursor = istate[c, I_CURSOR]
+            if k0 < 0 or cursor == head0:
+                k0 = cursor
+            if cursor == head0:
                 break
     # the window before k0 and the sample leaving it are in the history (so head - k0 <= n_hist)
     if k0 < 0 or k0 > head0 or k0 - window < oldest:
