@@ -730,8 +730,8 @@ def emg_filter_chain_block(
     low-pass for Solnik; y**2 for Bonato, AGLR, CUSUM), write both into the history rings;
     then advance each armed channel's detector (AGLR: the channels armed or testing from a
     common cursor run side by side, `_aglr_test_block`; the others one by one,
-    `_test_channel`). Returns the number of
-    events (alarms, refined onsets, closed windows) raised in this block.
+    `_test_channel`). Returns the number of events (alarms, refined onsets, closed windows)
+    raised in this block.
 
     Four arguments on purpose: numba's dispatch costs ~0.1-0.3 µs per array argument, a good
     part of a 32 x 16 block's arithmetic. `work` packs coef (head + band-pass and envelope
@@ -937,11 +937,11 @@ def _aglr_test_block(
         return -1
     lanes = 0  # bit c: channel c is a lane
     for c in range(n_ch):
-        if _aglr_candidate(istate, c, head) and istate[c, I_CURSOR] == k0:
-            lanes |= 1 << c
-    for c in range(n_ch):
         istate[c, I_HEAD] = head
-        if (lanes >> c) & 1 and istate[c, I_PHASE] == P_ARMED:
+        if not (_aglr_candidate(istate, c, head) and istate[c, I_CURSOR] == k0):
+            continue
+        lanes |= 1 << c
+        if istate[c, I_PHASE] == P_ARMED:
             # `_test_channel`'s start of testing, at k0 (>= oldest + window)
             istate[c, I_RUN_LEN] = 0
             istate[c, I_LASTZERO] = k0 - 1
