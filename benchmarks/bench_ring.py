@@ -7,6 +7,9 @@ Figures (one JSON object per line; `ratio` = value / baseline, higher is better 
 - ring_latest_16ch_256: RingBuffer.latest(256) reads per second, against numpy fancy indexing.
 - ring_window_by_time_16ch_256: window_by_time over 256 samples of a 20 000-sample ring,
   against np.searchsorted on an unwrapped copy of the times.
+- ring_bin_means_16ch_80_rms: RingBuffer.bin_means(8 bins, RMS) of the newest 80 samples,
+  what the daemon's live view publishes per EMG message (25/s), against the window copy +
+  np.nanmean it replaced.
 - sequence_admit: SequenceTracker.admit packets/s, against a bare inline modular-difference
   loop (a lower bound on any tracker: no object, no classification, no result).
 
@@ -220,6 +223,29 @@ def main() -> None:
         "reads/s",
         "numpy_unwrap_searchsorted",
         naive_by_time_rate,
+    )
+
+    # The live view's decimation: 80 samples (40 ms at 2 kHz) into 8 RMS bins.
+    def run_bins(n: int) -> None:
+        head = timed.head
+        for _ in range(n):
+            timed.bin_means(head - 80, head, 8, rms=True)
+
+    def run_naive_bins(n: int) -> None:
+        head = timed.head
+        for _ in range(n):
+            w = timed.window_by_index(head - 80, head)
+            x = w.data.reshape(8, 10, -1)
+            np.sqrt(np.nanmean(x * x, axis=1))
+            float(np.nanmean(w.t_s[:10]))
+
+    run_bins(10)
+    emit(
+        "ring_bin_means_16ch_80_rms",
+        best_rate(run_bins, n_reads, repeats),
+        "reads/s",
+        "window_copy_numpy_nanmean",
+        best_rate(run_naive_bins, max(n_reads // 5, 50), repeats),
     )
 
     # Sequence tracking: one admit per packet, a 16-bit counter wrapping every 2048 packets.

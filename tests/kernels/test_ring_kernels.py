@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -204,6 +205,40 @@ def test_count_invalid_matches_numpy(count: Callable[[Any, int, int], int]) -> N
             0 if stop <= start else int(np.count_nonzero(valid[np.arange(start, stop) % 31] == 0))
         )
         assert count(valid, start, stop) == want
+
+
+@pytest.mark.parametrize(
+    "bins", [pytest.param(k.ring_bin_means, id="jit"), k.ring_bin_means.py_func]
+)
+@pytest.mark.parametrize("rms", [False, True])
+def test_bin_means_match_nanmean_of_the_window(bins: Callable[..., float], rms: bool) -> None:
+    rng = np.random.default_rng(11)
+    capacity, n_ch = 37, 3
+    data = rng.normal(size=(capacity, n_ch))
+    t = np.arange(capacity) / 100.0
+    data[[4, 5, 20]] = np.nan  # missing samples: whole NaN rows
+    t[[4, 5, 20]] = np.nan
+    data[9, 1] = np.nan  # one channel without a value
+    count = np.empty(n_ch, dtype=np.int64)
+    for _ in range(100):
+        start = int(rng.integers(0, 300))
+        n_bins = int(rng.integers(1, 9))
+        per_bin = int(rng.integers(1, capacity // n_bins + 1))
+        out = np.full((n_bins, n_ch), -1.0)
+        t0 = bins(data, t, start, per_bin, rms, out, count)
+        idx = np.arange(start, start + n_bins * per_bin) % capacity  # wraps
+        x = data[idx].reshape(n_bins, per_bin, n_ch)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN bins
+            want = np.sqrt(np.nanmean(x * x, axis=1)) if rms else np.nanmean(x, axis=1)
+            want_t0 = np.nanmean(t[idx[:per_bin]])
+        np.testing.assert_allclose(out, want, rtol=1e-12, atol=0.0)
+        np.testing.assert_allclose(t0, want_t0, rtol=1e-12)
+    # a bin of nothing but missing samples is NaN, and so is the time of such a first bin
+    out = np.empty((2, n_ch))
+    assert np.isnan(bins(data, t, 4, 2, rms, out, count))
+    assert np.isnan(out[0]).all()
+    assert np.isfinite(out[1]).all()
 
 
 def keys_reference(t_by_index: list[float]) -> list[float]:

@@ -298,13 +298,32 @@ def test_state_is_readable_by_a_jitted_consumer() -> None:
     assert ring.state.t_s is ring.t_s
 
 
+def test_bin_means_decimate_a_held_range_without_stitching_gaps() -> None:
+    ring = RingBuffer(2, 50)
+    x = np.arange(40.0).reshape(20, 2)
+    ring.push(0, x[:10], np.arange(10.0))
+    ring.push(14, x[14:], np.arange(14.0, 20.0))  # 10..13 missing
+    means, t0 = ring.bin_means(0, 19, 3)  # bins of 6: [0, 6), [6, 12), [12, 18)
+    np.testing.assert_allclose(means[0], x[0:6].mean(axis=0))
+    np.testing.assert_allclose(means[1], x[6:10].mean(axis=0))  # the gap is left out
+    np.testing.assert_allclose(means[2], x[14:18].mean(axis=0))
+    assert t0 == pytest.approx(2.5)
+    rms, _ = ring.bin_means(10, 14, 2, rms=True)  # nothing received there
+    assert np.isnan(rms).all()
+    with pytest.raises(ValueError, match="bin_means"):
+        ring.bin_means(0, 21, 2)  # past head
+    with pytest.raises(ValueError, match="bin_means"):
+        ring.bin_means(5, 7, 3)  # fewer samples than bins
+
+
 def test_warm_compiles_every_kernel_the_facade_uses() -> None:
     # In a fresh interpreter: here the other tests have compiled the kernels already.
     # (ring_time_key and ring_lower_bound_time compile inside ring_time_span.)
     code = (
         "from nmcore.buffer import _kernels as k\n"
         "from nmcore.buffer.ring import _warm\n"
-        "kernels = (k.ring_push, k.ring_read, k.ring_time_span, k.ring_count_invalid)\n"
+        "kernels = (k.ring_push, k.ring_read, k.ring_time_span, k.ring_count_invalid,\n"
+        "    k.ring_bin_means)\n"
         "assert not any(f.signatures for f in kernels)\n"
         "_warm()\n"
         "print(sum(bool(f.signatures) for f in kernels))\n"
@@ -312,4 +331,4 @@ def test_warm_compiles_every_kernel_the_facade_uses() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=100
     )
-    assert out.stdout.strip() == "4"
+    assert out.stdout.strip() == "5"

@@ -29,6 +29,7 @@ __all__ = [
     "META_REJECTED_TOTAL",
     "META_START",
     "META_WRITTEN_TOTAL",
+    "ring_bin_means",
     "ring_count_invalid",
     "ring_lower_bound_time",
     "ring_oldest",
@@ -143,6 +144,44 @@ def ring_read(
         slot += 1
         if slot == capacity:
             slot = 0
+
+
+@jit
+def ring_bin_means(
+    buf_data: F64, buf_t: F64, start: int, per_bin: int, rms: bool, out: F64, count: I64
+) -> float:
+    """Per channel, the mean (`rms`: the root mean square) of each of `out.shape[0]` bins of
+    `per_bin` consecutive absolute indices from `start` (all held) into `out`, skipping NaN
+    values (missing samples) as `np.nanmean` does: NaN for a bin with none. Returns the mean
+    time of the first bin's received samples (NaN if it has none). `count` is scratch of
+    n_channels. For live views: no copy of the window, one pass."""
+    capacity = buf_t.shape[0]
+    n_channels = buf_data.shape[1]
+    slot = start % capacity
+    t_sum = 0.0
+    t_n = 0
+    for b in range(out.shape[0]):
+        for c in range(n_channels):
+            out[b, c] = 0.0
+            count[c] = 0
+        for _ in range(per_bin):
+            for c in range(n_channels):
+                v = buf_data[slot, c]
+                if v == v:
+                    out[b, c] += v * v if rms else v
+                    count[c] += 1
+            if b == 0:
+                t = buf_t[slot]
+                if t == t:
+                    t_sum += t
+                    t_n += 1
+            slot += 1
+            if slot == capacity:
+                slot = 0
+        for c in range(n_channels):
+            m = out[b, c] / count[c] if count[c] else np.nan
+            out[b, c] = np.sqrt(m) if rms else m
+    return t_sum / t_n if t_n else np.nan
 
 
 @jit

@@ -304,6 +304,29 @@ class RingBuffer:
             return True
         return bool(k.ring_count_invalid(self._valid, start, stop) > 0)
 
+    def bin_means(
+        self, start: int, stop: int, n_bins: int, *, rms: bool = False
+    ) -> tuple[FloatArray, float]:
+        """A decimated view of `[start, stop)` for live displays, without copying it out:
+        `n_bins` bins of `(stop - start) // n_bins` samples from `start` (the remainder at
+        the end is left out), each channel's mean (`rms`: root mean square) over the bin's
+        received samples, NaN for a bin with none: shape (n_bins, n_channels). Also the
+        mean time of the first bin's received samples (NaN if none).
+
+        Raises ValueError unless `[start, stop)` is held and has at least `n_bins` samples.
+        """
+        oldest = self.oldest
+        if n_bins < 1 or not oldest <= start <= stop <= self._head or stop - start < n_bins:
+            raise ValueError(
+                f"bin_means needs {n_bins} >= 1 bins of held samples: [{start}, {stop}) is "
+                f"not within [{oldest}, {self._head}) or shorter than {n_bins}"
+            )
+        out = np.empty((n_bins, self._n_channels))
+        count = np.empty(self._n_channels, dtype=np.int64)
+        per_bin = (stop - start) // n_bins
+        t0 = k.ring_bin_means(self._data, self._t, start, per_bin, rms, out, count)
+        return out, float(t0)
+
     def time_of(self, index: int) -> float:
         """Host time of absolute `index` (NaN if that sample is missing).
 
@@ -343,3 +366,4 @@ def _warm() -> None:
     ring.latest(4)
     ring.window_by_time(0.5, 2.5)
     ring.has_gap(0, 4)
+    ring.bin_means(0, 4, 2, rms=True)

@@ -77,6 +77,20 @@ CHECKPOINT_INTERVAL_S = 1.0
 COMMAND_QUEUE_MAX = 64
 
 
+class _PackedOnce(Properties):
+    """Publish properties that are packed once: paho packs a message's properties in pure
+    Python on every publish (a good part of a live message's cost), and the live
+    messages' properties never change after they are set."""
+
+    def pack(self) -> bytes:
+        # in __dict__ directly: Properties.__setattr__ only takes MQTT property names
+        packed: bytes | None = self.__dict__.get("_packed")
+        if packed is None:
+            packed = bytes(super().pack())  # type: ignore[no-untyped-call]
+            self.__dict__["_packed"] = packed
+        return packed
+
+
 @dataclass(frozen=True, slots=True)
 class PublisherStats:
     """Counters since the Publisher was created (outbox_depth: now)."""
@@ -157,7 +171,7 @@ class Publisher:
         self._tls = _tls_context(cfg)
         self._live_props: Properties | None = None
         if self._v5:
-            self._live_props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            self._live_props = _PackedOnce(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             self._live_props.MessageExpiryInterval = LIVE_EXPIRY_S
 
         self._outbox: Outbox | None = None

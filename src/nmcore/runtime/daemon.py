@@ -681,20 +681,14 @@ class Daemon:
                 if head - start < LIVE_POINTS:
                     continue
                 next_index[sid] = head
-                w = st.ring.window_by_index(start, head)
-                n_bin = w.data.shape[0] // LIVE_POINTS
-                x = w.data[: n_bin * LIVE_POINTS].reshape(LIVE_POINTS, n_bin, -1)
-                with np.errstate(invalid="ignore"):
-                    binned = (
-                        np.sqrt(np.nanmean(x * x, axis=1))
-                        if st.desc.kind is StreamKind.EMG
-                        else np.nanmean(x, axis=1)
-                    )
-                t0 = float(np.nanmean(w.t_s[:n_bin]))
-                values = [
-                    [None if v != v else round(float(v), 6) for v in binned[:, c]]
-                    for c in range(binned.shape[1])
-                ]
+                binned, t0 = st.ring.bin_means(
+                    start, head, LIVE_POINTS, rms=st.desc.kind is StreamKind.EMG
+                )
+                n_bin = (head - start) // LIVE_POINTS
+                rounded = np.round(binned.T, 6)
+                values: list[list[float | None]] = rounded.tolist()
+                if np.isnan(rounded).any():  # a bin without a received sample: null
+                    values = [[None if v != v else v for v in row] for row in values]
                 pub.publish_live(
                     LiveMessage(
                         stream_id=sid,

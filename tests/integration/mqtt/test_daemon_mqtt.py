@@ -22,7 +22,8 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from nmcore.publish import CommandReply, StatusMessage, TrialResultMessage
+from nmcore.publish import CommandReply, LiveMessage, StatusMessage, TrialResultMessage
+from nmcore.runtime.daemon import LIVE_POINTS
 
 PersistentSubscriber = sys.modules["nmcore_tests_mosquitto"].PersistentSubscriber
 ROOT = "nmtest"
@@ -167,6 +168,7 @@ async def test_status_will_results_and_commands(broker: Any, station: str, tmp_p
             await command("launch_rocket", b"{}", "c6")
 
             results: list[TrialResultMessage] = []
+            live: dict[str, list[LiveMessage]] = {}
             async with asyncio.timeout(60):
                 async for msg in client.messages:
                     topic = str(msg.topic)
@@ -176,6 +178,10 @@ async def test_status_will_results_and_commands(broker: Any, station: str, tmp_p
                         replies[corr] = CommandReply.model_validate_json(raw)
                     elif topic == f"{base}/trial/result":
                         results.append(TrialResultMessage.model_validate_json(raw))
+                    elif topic.startswith(f"{base}/live/"):
+                        msg_live = LiveMessage.model_validate_json(raw)
+                        assert topic.endswith(f"/{msg_live.stream_id}")
+                        live.setdefault(msg_live.stream_id, []).append(msg_live)
                     if len(replies) == 6 and len(results) >= 2:
                         break
             assert replies["c1"].ok
@@ -195,6 +201,20 @@ async def test_status_will_results_and_commands(broker: Any, station: str, tmp_p
             detected = [o for r in results for o in r.onsets if o.detected]
             assert detected, "no muscle onset in two trials"
             assert all(20 <= (o.latency_ms or 0) <= 500 for o in detected)
+            # live views for dashboards: every stream, LIVE_POINTS bins per channel, in order
+            assert set(live) == {"platform.trigger", "platform.imu", "emg.emg", "plate.force"}
+            for sid, msgs in live.items():
+                assert len(msgs) >= 10, sid
+                t0s = [m.t0_s for m in msgs]
+                assert t0s == sorted(t0s), sid
+                for m in msgs:
+                    assert len(m.values) == len(m.channels)
+                    assert all(len(v) == LIVE_POINTS for v in m.values)
+                    # 25 messages/s of 8 bins: a bin is a few samples of a 1-2 kHz stream
+                    assert 100.0 <= m.rate_hz <= 1000.0, (sid, m.rate_hz)
+            emg = [v for m in live["emg.emg"] for ch in m.values for v in ch]
+            assert all(v is not None and v >= 0.0 for v in emg)  # an RMS envelope
+            assert max(emg) > 0.0  # type: ignore[type-var]
 
             proc.kill()  # SIGKILL: no goodbye, the broker publishes the will
             proc.wait(timeout=10)
