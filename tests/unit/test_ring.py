@@ -310,10 +310,14 @@ def test_bin_means_decimate_a_held_range_without_stitching_gaps() -> None:
     assert t0 == pytest.approx(2.5)
     rms, _ = ring.bin_means(10, 14, 2, rms=True)  # nothing received there
     assert np.isnan(rms).all()
-    with pytest.raises(ValueError, match="bin_means"):
+    with pytest.raises(ValueError, match=r"within the held \[0, 20\)"):
         ring.bin_means(0, 21, 2)  # past head
-    with pytest.raises(ValueError, match="bin_means"):
-        ring.bin_means(5, 7, 3)  # fewer samples than bins
+    with pytest.raises(ValueError, match="2 samples for 3 bins"):
+        ring.bin_means(5, 7, 3)
+    with pytest.raises(ValueError, match="n_bins >= 1"):
+        ring.bin_means(5, 7, 0)
+    with pytest.raises(TypeError):
+        ring.bin_means(5.0, 7, 1)  # type: ignore[arg-type]
 
 
 def test_warm_compiles_every_kernel_the_facade_uses() -> None:

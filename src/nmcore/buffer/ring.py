@@ -8,6 +8,7 @@ sample's channel values, its host time `t_s` (from the clock model) and a validi
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from typing import NamedTuple, NoReturn
 
@@ -315,11 +316,19 @@ class RingBuffer:
 
         Raises ValueError unless `[start, stop)` is held and has at least `n_bins` samples.
         """
-        oldest = self.oldest
-        if n_bins < 1 or not oldest <= start <= stop <= self._head or stop - start < n_bins:
+        start, stop, n_bins = operator.index(start), operator.index(stop), operator.index(n_bins)
+        if n_bins < 1:
+            raise ValueError(f"bin_means needs n_bins >= 1, got {n_bins}")
+        oldest, head = self.oldest, self._head
+        if not oldest <= start <= stop <= head:
             raise ValueError(
-                f"bin_means needs {n_bins} >= 1 bins of held samples: [{start}, {stop}) is "
-                f"not within [{oldest}, {self._head}) or shorter than {n_bins}"
+                f"bin_means needs [start, stop) within the held [{oldest}, {head}), got "
+                f"[{start}, {stop}) (capacity {self._capacity}; raise history_s to keep more)"
+            )
+        if stop - start < n_bins:
+            raise ValueError(
+                f"bin_means got {stop - start} samples for {n_bins} bins: widen [start, stop) "
+                "or ask for fewer bins"
             )
         out = np.empty((n_bins, self._n_channels))
         count = np.empty(self._n_channels, dtype=np.int64)

@@ -82,6 +82,14 @@ class _PackedOnce(Properties):
     Python on every publish (a good part of a live message's cost), and the live
     messages' properties never change after they are set."""
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.__dict__.pop("_packed", None)  # a property set after a pack: pack again
+        super().__setattr__(name, value)  # type: ignore[no-untyped-call]
+
+    def __delattr__(self, name: str) -> None:
+        self.__dict__.pop("_packed", None)
+        super().__delattr__(name)
+
     def pack(self) -> bytes:
         # in __dict__ directly: Properties.__setattr__ only takes MQTT property names
         packed: bytes | None = self.__dict__.get("_packed")
