@@ -77,28 +77,6 @@ CHECKPOINT_INTERVAL_S = 1.0
 COMMAND_QUEUE_MAX = 64
 
 
-class _PackedOnce(Properties):
-    """Publish properties that are packed once: paho packs a message's properties in pure
-    Python on every publish (a good part of a live message's cost), and the live
-    messages' properties never change after they are set."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self.__dict__.pop("_packed", None)  # a property set after a pack: pack again
-        super().__setattr__(name, value)  # type: ignore[no-untyped-call]
-
-    def __delattr__(self, name: str) -> None:
-        self.__dict__.pop("_packed", None)
-        super().__delattr__(name)
-
-    def pack(self) -> bytes:
-        # in __dict__ directly: Properties.__setattr__ only takes MQTT property names
-        packed: bytes | None = self.__dict__.get("_packed")
-        if packed is None:
-            packed = bytes(super().pack())  # type: ignore[no-untyped-call]
-            self.__dict__["_packed"] = packed
-        return packed
-
-
 @dataclass(frozen=True, slots=True)
 class PublisherStats:
     """Counters since the Publisher was created (outbox_depth: now)."""
@@ -179,7 +157,7 @@ class Publisher:
         self._tls = _tls_context(cfg)
         self._live_props: Properties | None = None
         if self._v5:
-            self._live_props = _PackedOnce(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            self._live_props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             self._live_props.MessageExpiryInterval = LIVE_EXPIRY_S
 
         self._outbox: Outbox | None = None
