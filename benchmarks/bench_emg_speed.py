@@ -262,8 +262,7 @@ def bench_streaming(smoke: bool) -> None:
         push_chain = st.push_chain
         fused_args = st.fused_call()
         assert fused_args is not None, "no fused call bound"
-        entry, *state = fused_args
-        r_data, r_t, r_valid, r_meta, work, istate, hist = state
+        entry, table, (*_, r_meta), _ = fused_args
         elapsed = 0.0
         for s0 in range(0, len(timed), rearm):
             d.arm(d.head)
@@ -271,18 +270,7 @@ def bench_streaming(smoke: bool) -> None:
             if kernel_only:
                 t0 = time.perf_counter()
                 for i in seg:
-                    entry(
-                        r_data,
-                        r_t,
-                        r_valid,
-                        r_meta,
-                        head + i * BLOCK,
-                        timed[i],
-                        t_blocks[i],
-                        work,
-                        istate,
-                        hist,
-                    )
+                    entry(table, head + i * BLOCK, timed[i], t_blocks[i])
                 elapsed += time.perf_counter() - t0
                 st.ring.pushed_by_kernel(head + seg[0] * BLOCK, len(seg) * BLOCK)
             else:

@@ -12,12 +12,38 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numba
+from numba import types
+from numba.extending import intrinsic
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-__all__ = ["jit", "numba"]
+__all__ = ["carray", "f64_at", "i64_at", "jit", "numba", "u8_at"]
+
+carray = numba.np.numpy_support.carray
 
 
 def jit(func: F) -> F:
     """`numba.njit(cache=True, nogil=True)` with the project's defaults."""
     return numba.njit(cache=True, nogil=True)(func)  # type: ignore[return-value]
+
+
+def _pointer_at(item: Any) -> Any:
+    """An intrinsic turning an int64 address into a pointer to `item`, for `carray` in a
+    kernel (the address of an array the caller keeps alive, e.g. `arr.ctypes.data`)."""
+
+    @intrinsic
+    def at(typingctx: Any, address: Any) -> Any:
+        sig = types.CPointer(item)(types.int64)  # type: ignore[no-untyped-call]
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+        return sig, codegen
+
+    return at
+
+
+# jitted code only: a Python caller gets no pointer
+f64_at = _pointer_at(types.float64)
+i64_at = _pointer_at(types.int64)
+u8_at = _pointer_at(types.uint8)

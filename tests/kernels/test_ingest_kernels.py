@@ -1,5 +1,7 @@
-"""`ingest_push_chain` (ring push + EMG chain in one call) against its `.py_func` and a numpy
-reference: numpy fancy-index ring writes and the detector's own two-call chain."""
+"""`push_chain_arrays` (ring push + EMG chain in one call) against its `.py_func` and a numpy
+reference: numpy fancy-index ring writes and the detector's own two-call chain; and
+`ingest_push_chain`, the same call through a `state_table` of the arrays (it has no
+`.py_func`: Python cannot follow the table's addresses), against `push_chain_arrays`."""
 
 from __future__ import annotations
 
@@ -12,15 +14,31 @@ import pytest
 
 from nmcore.buffer import _kernels as rk
 from nmcore.detect.emg import EmgOnsetDetector, OnsetParams
-from nmcore.runtime._ingest_kernels import NOT_FUSED, ingest_push_chain
+from nmcore.runtime._ingest_kernels import (
+    NOT_FUSED,
+    TABLE_LEN,
+    ingest_push_chain,
+    push_chain_arrays,
+    state_table,
+)
 
 RATE_HZ = 2000.0
 N_CH = 4
 CAPACITY = 300  # wraps several times over the record
 
+
+def _through_table(*args: Any) -> int:
+    """`ingest_push_chain` with `push_chain_arrays`'s arguments (the table built per call,
+    while the arrays are alive)."""
+    r_data, r_t, r_valid, meta, first, data, t_s, work, istate, hist = args
+    table = state_table(r_data, r_t, r_valid, meta, work, istate, hist)
+    return int(ingest_push_chain(table, first, data, t_s))
+
+
 IMPLS = [
-    pytest.param(ingest_push_chain, id="jit"),
-    pytest.param(ingest_push_chain.py_func, id="py_func"),
+    pytest.param(push_chain_arrays, id="jit"),
+    pytest.param(push_chain_arrays.py_func, id="py_func"),
+    pytest.param(_through_table, id="table"),
 ]
 
 
@@ -127,3 +145,44 @@ def test_not_fused_touches_nothing(impl: Callable[..., int]) -> None:
     ring.meta[rk.META_HEAD] = 64
     got = impl(*ring.args(), 64, x[64:96].copy(), np.arange(32.0), det.work, det.istate, det.hist)
     assert got == NOT_FUSED
+
+
+def test_state_table_refuses_arrays_the_kernel_cannot_read() -> None:
+    """The kernel reads the table's addresses as its own types: every other array is refused
+    when the table is built, naming the array."""
+    ring, det = Ring(), _detector()
+    good = (*ring.args(), det.work, det.istate, det.hist)
+    table = state_table(*good)
+    assert table.shape == (TABLE_LEN,)
+    assert table[0] == ring.data.ctypes.data
+    frozen = det.hist.copy()
+    frozen.flags.writeable = False
+    wide = np.zeros((CAPACITY, 2 * N_CH))
+    bad = {
+        "ring data": (wide[:, ::2], 0),
+        "ring t_s": (ring.t.astype(">f8"), 1),
+        "ring valid": (ring.valid.astype(np.int64), 2),
+        "ring meta": (ring.meta.astype(np.int32), 3),
+        "chain work": (det.work[None, :], 4),
+        "chain istate": (np.asfortranarray(det.istate), 5),
+        "chain hist": (frozen, 6),
+    }
+    for name, (array, i) in bad.items():
+        args = list(good)
+        args[i] = array
+        with pytest.raises(ValueError, match=f"^{name} must be"):
+            state_table(*args)
+    with pytest.raises(ValueError, match="state arrays disagree"):
+        state_table(*good[:6], np.zeros((2, 50, N_CH + 1)))
+    with pytest.raises(ValueError, match="state arrays disagree"):
+        state_table(ring.data, ring.t[:-1].copy(), *good[2:])
+
+
+def test_a_table_of_another_length_is_not_fused() -> None:
+    ring, det = Ring(), _detector()
+    table = state_table(*ring.args(), det.work, det.istate, det.hist)
+    x = _record()[:32].copy()
+    assert ingest_push_chain(table[:-1].copy(), 0, x, np.arange(32.0)) == NOT_FUSED
+    assert ring.meta[rk.META_HEAD] == 0
+    assert ingest_push_chain(table, 0, x, np.arange(32.0)) >= 0
+    assert ring.meta[rk.META_HEAD] == 32

@@ -1,9 +1,15 @@
 """The daemon's per-block EMG ingest in one jitted call (private; `pipeline` is the face).
 
-`ingest_push_chain` writes a block into the ring exactly as `buffer._kernels.ring_push` does
+`push_chain_arrays` writes a block into the ring exactly as `buffer._kernels.ring_push` does
 (it calls that kernel) and runs `detect._emg_kernels.emg_filter_chain_block` on the same
-block: one dispatch per block instead of two (numba's dispatch, ~0.25 µs per call plus
-~0.07 µs per array argument, is as large as the push itself for a 32 x 16 block).
+block: one call per block instead of two.
+
+`ingest_push_chain` is the same call with the seven state arrays (the ring's four, the
+chain's three) passed as one int64 table of their addresses and shapes (`state_table`).
+Calling compiled code from Python costs ~55 ns per array argument (numba builds a
+reference for each); with ten arguments that was ~0.5 us of a ~2.5 us block. The table
+is built once per chain; whoever holds it must keep the seven arrays alive and must not
+replace them (`StreamState` keeps them beside the table).
 
 Only the steady state is fused: the block starts at the ring's head and at the detector's
 head. Anything else (a gap, a refused overlap, a wrong shape) returns `NOT_FUSED` before
@@ -12,7 +18,7 @@ touching anything, and the caller takes the two-call path, which owns those case
 Why a factory: numba's cache key of a function covers its own file and bytecode, not the
 kernels it calls in other modules, so a cached fused kernel would keep running yesterday's
 EMG chain after `_emg_kernels.py` changed. The key does hash the closure's cell contents,
-so the kernel closes over a digest of the two callee files: any edit there recompiles it.
+so the kernels close over a digest of the two callee files: any edit there recompiles them.
 """
 
 from __future__ import annotations
@@ -25,11 +31,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from nmcore._numba import jit
+from nmcore._numba import carray, f64_at, i64_at, jit, u8_at
 from nmcore.buffer import _kernels as ring_k
 from nmcore.detect import _emg_kernels as emg_k
 
-__all__ = ["NOT_FUSED", "entry_point_for", "ingest_push_chain"]
+__all__ = [
+    "NOT_FUSED",
+    "TABLE_LEN",
+    "entry_point_for",
+    "ingest_push_chain",
+    "push_chain_arrays",
+    "state_table",
+]
 
 NOT_FUSED = -1  # nothing was touched: take the two-call path
 
@@ -37,7 +50,18 @@ F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
 
-IngestKernel = Callable[[F64, F64, U8, I64, int, F64, F64, F64, I64, F64], int]
+ArraysKernel = Callable[[F64, F64, U8, I64, int, F64, F64, F64, I64, F64], int]
+IngestKernel = Callable[[I64, int, F64, F64], int]
+
+# `state_table` slots: an array's address, then its shape
+T_RING_DATA, T_CAPACITY, T_N_CHANNELS = 0, 1, 2
+T_RING_T = 3
+T_RING_VALID = 4
+T_META, T_META_LEN = 5, 6
+T_WORK, T_WORK_LEN = 7, 8
+T_ISTATE, T_ISTATE_ROWS, T_ISTATE_COLS = 9, 10, 11
+T_HIST, T_HIST_ROWS = 12, 13  # hist is (2, rows, n_channels)
+TABLE_LEN = 14
 
 
 def _callee_digest() -> int:
@@ -48,11 +72,11 @@ def _callee_digest() -> int:
     return int.from_bytes(h.digest()[:8], "little") >> 4
 
 
-def _make_kernel(callee_digest: int) -> IngestKernel:
+def _make_kernels(callee_digest: int) -> tuple[ArraysKernel, IngestKernel]:
     # callees are reached as module globals, not closure cells: only the digest may be in
     # the closure, because the cache key pickles every cell
     @jit
-    def ingest_push_chain(
+    def push_chain_arrays(
         ring_data: F64,
         ring_t: F64,
         ring_valid: U8,
@@ -82,17 +106,99 @@ def _make_kernel(callee_digest: int) -> IngestKernel:
         ring_k.ring_push(ring_data, ring_t, ring_valid, meta, first_index, data, t_s)
         return emg_k.emg_filter_chain_block(data, work, istate, hist)
 
-    return ingest_push_chain
+    @jit
+    def ingest_push_chain(table: I64, first_index: int, data: F64, t_s: F64) -> int:
+        """`push_chain_arrays` on the arrays `table` (from `state_table`) points to."""
+        if callee_digest < 0 or table.shape[0] != TABLE_LEN:
+            return NOT_FUSED
+        capacity = table[T_CAPACITY]
+        n_ch = table[T_N_CHANNELS]
+        return push_chain_arrays(
+            carray(f64_at(table[T_RING_DATA]), (capacity, n_ch)),
+            carray(f64_at(table[T_RING_T]), (capacity,)),
+            carray(u8_at(table[T_RING_VALID]), (capacity,)),
+            carray(i64_at(table[T_META]), (table[T_META_LEN],)),
+            first_index,
+            data,
+            t_s,
+            carray(f64_at(table[T_WORK]), (table[T_WORK_LEN],)),
+            carray(i64_at(table[T_ISTATE]), (table[T_ISTATE_ROWS], table[T_ISTATE_COLS])),
+            carray(f64_at(table[T_HIST]), (2, table[T_HIST_ROWS], table[T_ISTATE_ROWS])),
+        )
+
+    return push_chain_arrays, ingest_push_chain
 
 
-ingest_push_chain = _make_kernel(_callee_digest())
+push_chain_arrays, ingest_push_chain = _make_kernels(_callee_digest())
+
+# (name, dtype, ndim) of the arrays `state_table` takes, in its argument order
+_TABLE_ARRAYS = (
+    ("ring data", np.dtype(np.float64), 2),
+    ("ring t_s", np.dtype(np.float64), 1),
+    ("ring valid", np.dtype(np.uint8), 1),
+    ("ring meta", np.dtype(np.int64), 1),
+    ("chain work", np.dtype(np.float64), 1),
+    ("chain istate", np.dtype(np.int64), 2),
+    ("chain hist", np.dtype(np.float64), 3),
+)
+
+
+def state_table(
+    ring_data: F64, ring_t: F64, ring_valid: U8, meta: I64, work: F64, istate: I64, hist: F64
+) -> I64:
+    """The int64 table of the seven state arrays' addresses and shapes that
+    `ingest_push_chain` reads them through.
+
+    The kernel writes through these addresses, so the caller must keep every array alive
+    (and in place) for as long as it uses the table. Each array must be the exact type the
+    kernel reads: native dtype, C-contiguous, aligned and writeable (ValueError names the
+    one that is not), with shapes that agree (ring and chain channels, hist (2, n, ch))."""
+    arrays: tuple[np.ndarray, ...] = (ring_data, ring_t, ring_valid, meta, work, istate, hist)
+    for (name, dtype, ndim), a in zip(_TABLE_ARRAYS, arrays, strict=True):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
+        f = a.flags
+        if not (
+            a.dtype == dtype
+            and a.dtype.isnative
+            and a.ndim == ndim
+            and f.c_contiguous
+            and f.aligned
+            and f.writeable
+        ):
+            raise ValueError(
+                f"{name} must be a C-contiguous, aligned, writeable {ndim}-D {dtype} array; got "
+                f"{a.ndim}-D {a.dtype} (c_contiguous={f.c_contiguous}, aligned={f.aligned}, "
+                f"writeable={f.writeable}): pass the ring's and the detector's own arrays"
+            )
+    capacity, n_ch = ring_data.shape
+    if (
+        ring_t.shape != (capacity,)
+        or ring_valid.shape != (capacity,)
+        or hist.shape[0] != 2
+        or hist.shape[2] != istate.shape[0]
+    ):
+        raise ValueError(
+            f"state arrays disagree: ring data {ring_data.shape}, t_s {ring_t.shape}, valid "
+            f"{ring_valid.shape}, istate {istate.shape}, hist {hist.shape} (want t_s and valid "
+            "(capacity,), hist (2, n, istate rows))"
+        )
+    table = np.zeros(TABLE_LEN, dtype=np.int64)
+    table[[T_RING_DATA, T_CAPACITY, T_N_CHANNELS]] = ring_data.ctypes.data, capacity, n_ch
+    table[T_RING_T] = ring_t.ctypes.data
+    table[T_RING_VALID] = ring_valid.ctypes.data
+    table[[T_META, T_META_LEN]] = meta.ctypes.data, meta.shape[0]
+    table[[T_WORK, T_WORK_LEN]] = work.ctypes.data, work.shape[0]
+    table[[T_ISTATE, T_ISTATE_ROWS, T_ISTATE_COLS]] = istate.ctypes.data, *istate.shape
+    table[[T_HIST, T_HIST_ROWS]] = hist.ctypes.data, hist.shape[1]
+    return table
 
 
 def entry_point_for(args: Sequence[object]) -> IngestKernel:
     """The compiled `ingest_push_chain` for exactly these arguments' types (compiled, or
     loaded from the cache, now: not per block).
 
-    Calling it skips numba's per-call dispatch (typing ten arguments and picking the
+    Calling it skips numba's per-call dispatch (typing the arguments and picking the
     specialisation, ~0.3 us a block) and with it numba's check: the caller must pass only
     arrays of the types `args` had (for `data` and `t_s`: float64, C-contiguous, aligned,
     writeable, 2-D and 1-D), because a compiled entry point reads whatever it gets as its

@@ -23,7 +23,7 @@ from nmcore.buffer.ring import PushResult, RingBuffer, RingState
 from nmcore.buffer.sequence import SequenceTracker
 from nmcore.clock import ClockModel, TickUnwrapper
 from nmcore.model import Event, SampleBlock, StreamDescriptor
-from nmcore.runtime._ingest_kernels import entry_point_for
+from nmcore.runtime._ingest_kernels import entry_point_for, state_table
 
 __all__ = ["Pipeline", "StreamCounters", "StreamState"]
 
@@ -69,8 +69,9 @@ class StreamState:
     # k * period_s for k < len: the device-time offsets of a block's samples (computed once)
     _offsets: np.ndarray = field(default_factory=lambda: np.empty(0))
     _ring_args: RingState = field(init=False)
-    # the fused call bound to `chain`: (entry point, ring arrays..., chain arrays...), rebuilt
-    # when `chain` is replaced (`_bound_chain` is the chain it was built for)
+    # the fused call bound to `chain`: (entry point, state table, ring arrays, chain arrays),
+    # rebuilt when `chain` is replaced (`_bound_chain` is the chain it was built for); the
+    # table holds the arrays' raw addresses, so the arrays are kept alive beside it
     _fused: tuple[Any, ...] | None = field(init=False, default=None)
     _bound_chain: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(init=False, default=None)
     _pushed_by_kernel: Callable[[int, int], PushResult] = field(init=False)
@@ -82,10 +83,11 @@ class StreamState:
         another array type).
 
         The fused call goes to the compiled entry point directly (numba's dispatch would
-        type all ten arguments per block); so the two arrays that change per block are
+        type every argument per block); so the two arrays that change per block are
         checked here to be the compiled type: float64 (the native descriptor), 2-D and
         1-D, C-contiguous, aligned and writeable. The ring's and the chain's arrays were
-        typed once, when the chain was bound."""
+        checked once, when the chain was bound, and reach the kernel as one table of their
+        addresses (`_ingest_kernels.state_table`)."""
         fused = self._fused
         if self.chain is not self._bound_chain:
             fused = self._bind_chain()
@@ -99,10 +101,7 @@ class StreamState:
             and data.flags.num & _KERNEL_FLAGS == _KERNEL_FLAGS
             and t_s.flags.num & _KERNEL_FLAGS == _KERNEL_FLAGS
         ):
-            entry, r_data, r_t, r_valid, r_meta, work, istate, hist = fused
-            events: int = entry(
-                r_data, r_t, r_valid, r_meta, first_index, data, t_s, work, istate, hist
-            )
+            events: int = fused[0](fused[1], first_index, data, t_s)
             self.chain_events = events
             if events >= 0:
                 self.counters.fused_blocks += 1
@@ -110,8 +109,9 @@ class StreamState:
         return self.ring.push(first_index, data, t_s)
 
     def fused_call(self) -> tuple[Any, ...] | None:
-        """(compiled entry point, ring arrays..., chain arrays...) as `push_chain` calls it,
-        or None without a chain: for benchmarks and tests that time the jitted call alone."""
+        """(compiled entry point, state table, ring arrays, chain arrays): `push_chain` calls
+        `entry(table, first_index, data, t_s)`; None without a chain. For benchmarks and
+        tests that time the jitted call alone (keep the tuple while using the table)."""
         if self.chain is not self._bound_chain:
             return self._bind_chain()
         return self._fused
@@ -127,9 +127,10 @@ class StreamState:
             self._bound_chain = chain
             return None
         ring = self._ring_args
+        table = state_table(*ring, *chain)
         block = np.empty((1, self.ring.n_channels))  # the block types the kernel runs on
-        entry = entry_point_for((*ring, 0, block, np.empty(1), *chain))
-        self._fused = (entry, *ring, *chain)
+        entry = entry_point_for((table, 0, block, np.empty(1)))
+        self._fused = (entry, table, ring, chain)
         self._bound_chain = chain
         return self._fused
 

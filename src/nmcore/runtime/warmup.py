@@ -56,13 +56,12 @@ def warm_kernels() -> float:
     det.results()
     # the pipeline's fused push + EMG chain (its own compiled copy of the chain)
     from nmcore.detect._emg_kernels import clipped_any
-    from nmcore.runtime._ingest_kernels import ingest_push_chain
+    from nmcore.runtime._ingest_kernels import ingest_push_chain, state_table
 
     fused = EmgOnsetDetector(1000.0, 2)
     ring = RingBuffer(2, 64)
-    ingest_push_chain(
-        *ring.state, 0, x[:8].copy(), np.arange(8.0), fused.work, fused.istate, fused.hist
-    )
+    table = state_table(*ring.state, fused.work, fused.istate, fused.hist)
+    ingest_push_chain(table, 0, x[:8].copy(), np.arange(8.0))
     # a trial's clipping check runs once per trial close: loaded inside the loop otherwise
     # (the daemon's largest stall after ready, 27-40 ms)
     clipped_any(np.ascontiguousarray(x[:16]), 3)
