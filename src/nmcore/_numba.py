@@ -19,7 +19,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["carray", "f64_at", "i64_at", "jit", "numba", "u8_at"]
 
-carray = numba.np.numpy_support.carray
+carray = numba.carray  # type: ignore[attr-defined]
 
 
 def jit(func: F) -> F:
@@ -27,11 +27,10 @@ def jit(func: F) -> F:
     return numba.njit(cache=True, nogil=True)(func)  # type: ignore[return-value]
 
 
-def _pointer_at(item: Any) -> Any:
+def _pointer_at(item: Any, name: str) -> Any:
     """An intrinsic turning an int64 address into a pointer to `item`, for `carray` in a
     kernel (the address of an array the caller keeps alive, e.g. `arr.ctypes.data`)."""
 
-    @intrinsic
     def at(typingctx: Any, address: Any) -> Any:
         sig = types.CPointer(item)(types.int64)  # type: ignore[no-untyped-call]
 
@@ -40,10 +39,11 @@ def _pointer_at(item: Any) -> Any:
 
         return sig, codegen
 
-    return at
+    at.__name__ = at.__qualname__ = name  # typing errors name the intrinsic
+    return intrinsic(at)
 
 
 # jitted code only: a Python caller gets no pointer
-f64_at = _pointer_at(types.float64)
-i64_at = _pointer_at(types.int64)
-u8_at = _pointer_at(types.uint8)
+f64_at = _pointer_at(types.float64, "f64_at")
+i64_at = _pointer_at(types.int64, "i64_at")
+u8_at = _pointer_at(types.uint8, "u8_at")

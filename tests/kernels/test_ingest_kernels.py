@@ -172,10 +172,68 @@ def test_state_table_refuses_arrays_the_kernel_cannot_read() -> None:
         args[i] = array
         with pytest.raises(ValueError, match=f"^{name} must be"):
             state_table(*args)
+    # every shape the kernel indexes without bounds checks
+    disagree = {
+        "hist channels": (6, np.zeros((2, 50, N_CH + 1))),
+        "hist rows": (6, np.zeros((2, 0, N_CH))),
+        "hist planes": (6, np.zeros((3, 50, N_CH))),
+        "t_s length": (1, ring.t[:-1].copy()),
+        "valid length": (2, ring.valid[:-1].copy()),
+        "meta length": (3, ring.meta[:1].copy()),
+        "istate columns": (5, det.istate[:, :3].copy()),
+        "istate rows": (5, np.zeros((N_CH - 1, det.istate.shape[1]), dtype=np.int64)),
+    }
+    for i, array in disagree.values():
+        args = list(good)
+        args[i] = array
+        with pytest.raises(ValueError, match="state arrays disagree"):
+            state_table(*args)
+    # a detector for another channel count than the ring's
+    other = EmgOnsetDetector(RATE_HZ, N_CH - 1, OnsetParams())
     with pytest.raises(ValueError, match="state arrays disagree"):
-        state_table(*good[:6], np.zeros((2, 50, N_CH + 1)))
-    with pytest.raises(ValueError, match="state arrays disagree"):
-        state_table(ring.data, ring.t[:-1].copy(), *good[2:])
+        state_table(*ring.args(), other.work, other.istate, other.hist)
+    # the kernel writes through the table's addresses: nobody else may change them
+    with pytest.raises(ValueError, match="read-only"):
+        table[0] = 0
+
+
+def test_fused_kernels_close_over_the_digest_only() -> None:
+    """numba's cache key pickles a kernel's closure cells; a dispatcher in a cell pickles
+    differently in every process, so the cached kernel would never be found again."""
+    for kernel in (push_chain_arrays, ingest_push_chain):
+        cells = kernel.py_func.__closure__ or ()
+        assert [type(c.cell_contents) for c in cells] == [int]
+
+
+def test_table_kernel_loads_from_the_cache_in_a_new_process(tmp_path: Any) -> None:
+    """A second process finds the first one's compiled `ingest_push_chain` on disk."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from nmcore.buffer.ring import RingBuffer\n"
+        "from nmcore.detect.emg import EmgOnsetDetector\n"
+        "from nmcore.runtime._ingest_kernels import ingest_push_chain, state_table\n"
+        "d = EmgOnsetDetector(2000.0, 2)\n"
+        "r = RingBuffer(2, 64)\n"
+        "t = state_table(*r.state, d.work, d.istate, d.hist)\n"
+        "assert ingest_push_chain(t, 0, np.zeros((4, 2)), np.arange(4.0)) == 0\n"
+        "s = ingest_push_chain.stats\n"
+        "print(sum(s.cache_hits.values()), sum(s.cache_misses.values()))\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+        )
+        for _ in range(2)
+    ]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    assert runs[0].stdout.split() == ["0", "1"]  # compiled and saved
+    assert runs[1].stdout.split() == ["1", "0"]  # loaded
 
 
 def test_a_table_of_another_length_is_not_fused() -> None:

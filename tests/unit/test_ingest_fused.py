@@ -224,3 +224,30 @@ def test_a_chain_that_cannot_bind_never_leaves_the_old_one_running() -> None:
             st.push_chain(32, rng.standard_normal((32, 4)), t + 32)
         assert det.head == 32  # the old detector saw nothing
     assert st.ring.head == 32
+
+
+def test_a_rebound_chain_keeps_its_arrays_alive() -> None:
+    """The fused call reaches the chain's arrays through their addresses: after a rebind,
+    with every other reference to the old and new detectors dropped and collected, blocks
+    still run the new chain (its arrays are held beside the table)."""
+    import gc
+
+    from nmcore.detect import _emg_kernels as emg_k
+    from nmcore.detect.emg import EmgOnsetDetector
+
+    st, det = _four_channel_fused_stream()
+    rng = np.random.default_rng(17)
+    t = np.arange(32.0)
+    assert st.push_chain(0, rng.standard_normal((32, 4)), t).written == 32
+    new = EmgOnsetDetector(2000.0, 4)
+    new.istate[:, emg_k.I_HEAD] = 32
+    st.chain = (new.work, new.istate, new.hist)
+    istate = new.istate
+    del det, new
+    gc.collect()
+    for k in range(1, 4):
+        junk = [np.full((64, 4), -1.0) for _ in range(64)]  # reuse freed memory, if any
+        assert st.push_chain(32 * k, rng.standard_normal((32, 4)), t + 32 * k).written == 32
+        del junk
+    assert (st.counters.fused_blocks, st.chain_events) == (4, 0)
+    np.testing.assert_array_equal(istate[:, emg_k.I_HEAD], 128)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from nmcore import _numba
 from nmcore._numba import carray, f64_at, i64_at, jit, u8_at
 from nmcore.buffer import _kernels as ring_k
 from nmcore.detect import _emg_kernels as emg_k
@@ -65,16 +66,20 @@ TABLE_LEN = 14
 
 
 def _callee_digest() -> int:
-    """A 60-bit digest of the callees' source files (the fused kernel's cache key)."""
+    """A 60-bit digest of the callees' source files and of `_numba` (its pointer intrinsics
+    are inlined): the fused kernels' cache key."""
     h = hashlib.sha256()
-    for mod in (ring_k, emg_k):
+    for mod in (ring_k, emg_k, _numba):
         h.update(Path(str(mod.__file__)).read_bytes())
     return int.from_bytes(h.digest()[:8], "little") >> 4
 
 
-def _make_kernels(callee_digest: int) -> tuple[ArraysKernel, IngestKernel]:
-    # callees are reached as module globals, not closure cells: only the digest may be in
-    # the closure, because the cache key pickles every cell
+# Callees are reached as module globals, never closure cells: the cache key pickles every
+# cell, and a pickled dispatcher differs between processes (the cache would never hit). So
+# each kernel has its own factory, and the table kernel calls `push_chain_arrays` as a global.
+
+
+def _make_arrays_kernel(callee_digest: int) -> ArraysKernel:
     @jit
     def push_chain_arrays(
         ring_data: F64,
@@ -106,6 +111,10 @@ def _make_kernels(callee_digest: int) -> tuple[ArraysKernel, IngestKernel]:
         ring_k.ring_push(ring_data, ring_t, ring_valid, meta, first_index, data, t_s)
         return emg_k.emg_filter_chain_block(data, work, istate, hist)
 
+    return push_chain_arrays
+
+
+def _make_table_kernel(callee_digest: int) -> IngestKernel:
     @jit
     def ingest_push_chain(table: I64, first_index: int, data: F64, t_s: F64) -> int:
         """`push_chain_arrays` on the arrays `table` (from `state_table`) points to."""
@@ -126,10 +135,11 @@ def _make_kernels(callee_digest: int) -> tuple[ArraysKernel, IngestKernel]:
             carray(f64_at(table[T_HIST]), (2, table[T_HIST_ROWS], table[T_ISTATE_ROWS])),
         )
 
-    return push_chain_arrays, ingest_push_chain
+    return ingest_push_chain
 
 
-push_chain_arrays, ingest_push_chain = _make_kernels(_callee_digest())
+push_chain_arrays = _make_arrays_kernel(_callee_digest())
+ingest_push_chain = _make_table_kernel(_callee_digest())
 
 # (name, dtype, ndim) of the arrays `state_table` takes, in its argument order
 _TABLE_ARRAYS = (
@@ -146,13 +156,13 @@ _TABLE_ARRAYS = (
 def state_table(
     ring_data: F64, ring_t: F64, ring_valid: U8, meta: I64, work: F64, istate: I64, hist: F64
 ) -> I64:
-    """The int64 table of the seven state arrays' addresses and shapes that
+    """The (read-only) int64 table of the seven state arrays' addresses and shapes that
     `ingest_push_chain` reads them through.
 
     The kernel writes through these addresses, so the caller must keep every array alive
     (and in place) for as long as it uses the table. Each array must be the exact type the
     kernel reads: native dtype, C-contiguous, aligned and writeable (ValueError names the
-    one that is not), with shapes that agree (ring and chain channels, hist (2, n, ch))."""
+    one that is not), with shapes that agree (a detector for the ring's channels)."""
     arrays: tuple[np.ndarray, ...] = (ring_data, ring_t, ring_valid, meta, work, istate, hist)
     for (name, dtype, ndim), a in zip(_TABLE_ARRAYS, arrays, strict=True):
         if not isinstance(a, np.ndarray):
@@ -172,16 +182,22 @@ def state_table(
                 f"writeable={f.writeable}): pass the ring's and the detector's own arrays"
             )
     capacity, n_ch = ring_data.shape
+    # the kernel indexes without bounds checks: every shape it relies on is checked here
     if (
-        ring_t.shape != (capacity,)
+        capacity < 1
+        or ring_t.shape != (capacity,)
         or ring_valid.shape != (capacity,)
+        or meta.shape != (ring_k.META_LEN,)
+        or istate.shape != (n_ch, emg_k.N_ISTATE)
         or hist.shape[0] != 2
-        or hist.shape[2] != istate.shape[0]
+        or hist.shape[1] < 1
+        or hist.shape[2] != n_ch
     ):
         raise ValueError(
             f"state arrays disagree: ring data {ring_data.shape}, t_s {ring_t.shape}, valid "
-            f"{ring_valid.shape}, istate {istate.shape}, hist {hist.shape} (want t_s and valid "
-            "(capacity,), hist (2, n, istate rows))"
+            f"{ring_valid.shape}, meta {meta.shape}, istate {istate.shape}, hist {hist.shape} "
+            f"(want t_s and valid (capacity,), meta ({ring_k.META_LEN},), istate (channels, "
+            f"{emg_k.N_ISTATE}), hist (2, n >= 1, channels): a detector for the ring's channels)"
         )
     table = np.zeros(TABLE_LEN, dtype=np.int64)
     table[[T_RING_DATA, T_CAPACITY, T_N_CHANNELS]] = ring_data.ctypes.data, capacity, n_ch
@@ -191,6 +207,7 @@ def state_table(
     table[[T_WORK, T_WORK_LEN]] = work.ctypes.data, work.shape[0]
     table[[T_ISTATE, T_ISTATE_ROWS, T_ISTATE_COLS]] = istate.ctypes.data, *istate.shape
     table[[T_HIST, T_HIST_ROWS]] = hist.ctypes.data, hist.shape[1]
+    table.flags.writeable = False  # addresses the kernel writes through
     return table
 
 
