@@ -18,7 +18,7 @@ touching anything, and the caller takes the two-call path, which owns those case
 Why a factory: numba's cache key of a function covers its own file and bytecode, not the
 kernels it calls in other modules, so a cached fused kernel would keep running yesterday's
 EMG chain after `_emg_kernels.py` changed. The key does hash the closure's cell contents,
-so the kernels close over a digest of the two callee files: any edit there recompiles them.
+so the kernels close over a digest of the callee files: any edit there recompiles them.
 """
 
 from __future__ import annotations
@@ -54,15 +54,16 @@ I64 = npt.NDArray[np.int64]
 ArraysKernel = Callable[[F64, F64, U8, I64, int, F64, F64, F64, I64, F64], int]
 IngestKernel = Callable[[I64, int, F64, F64], int]
 
-# `state_table` slots: an array's address, then its shape
+# `state_table` slots: addresses, and the sizes that are not constants (meta is META_LEN
+# long, istate (n_channels, N_ISTATE), hist (2, rows, n_channels): `state_table` checks)
 T_RING_DATA, T_CAPACITY, T_N_CHANNELS = 0, 1, 2
 T_RING_T = 3
 T_RING_VALID = 4
-T_META, T_META_LEN = 5, 6
-T_WORK, T_WORK_LEN = 7, 8
-T_ISTATE, T_ISTATE_ROWS, T_ISTATE_COLS = 9, 10, 11
-T_HIST, T_HIST_ROWS = 12, 13  # hist is (2, rows, n_channels)
-TABLE_LEN = 14
+T_META = 5
+T_WORK, T_WORK_LEN = 6, 7
+T_ISTATE = 8
+T_HIST, T_HIST_ROWS = 9, 10
+TABLE_LEN = 11
 
 
 def _callee_digest() -> int:
@@ -126,20 +127,21 @@ def _make_table_kernel(callee_digest: int) -> IngestKernel:
             carray(f64_at(table[T_RING_DATA]), (capacity, n_ch)),
             carray(f64_at(table[T_RING_T]), (capacity,)),
             carray(u8_at(table[T_RING_VALID]), (capacity,)),
-            carray(i64_at(table[T_META]), (table[T_META_LEN],)),
+            carray(i64_at(table[T_META]), (ring_k.META_LEN,)),
             first_index,
             data,
             t_s,
             carray(f64_at(table[T_WORK]), (table[T_WORK_LEN],)),
-            carray(i64_at(table[T_ISTATE]), (table[T_ISTATE_ROWS], table[T_ISTATE_COLS])),
-            carray(f64_at(table[T_HIST]), (2, table[T_HIST_ROWS], table[T_ISTATE_ROWS])),
+            carray(i64_at(table[T_ISTATE]), (n_ch, emg_k.N_ISTATE)),
+            carray(f64_at(table[T_HIST]), (2, table[T_HIST_ROWS], n_ch)),
         )
 
     return ingest_push_chain
 
 
-push_chain_arrays = _make_arrays_kernel(_callee_digest())
-ingest_push_chain = _make_table_kernel(_callee_digest())
+_DIGEST = _callee_digest()
+push_chain_arrays = _make_arrays_kernel(_DIGEST)
+ingest_push_chain = _make_table_kernel(_DIGEST)
 
 # (name, dtype, ndim) of the arrays `state_table` takes, in its argument order
 _TABLE_ARRAYS = (
@@ -203,9 +205,9 @@ def state_table(
     table[[T_RING_DATA, T_CAPACITY, T_N_CHANNELS]] = ring_data.ctypes.data, capacity, n_ch
     table[T_RING_T] = ring_t.ctypes.data
     table[T_RING_VALID] = ring_valid.ctypes.data
-    table[[T_META, T_META_LEN]] = meta.ctypes.data, meta.shape[0]
+    table[T_META] = meta.ctypes.data
     table[[T_WORK, T_WORK_LEN]] = work.ctypes.data, work.shape[0]
-    table[[T_ISTATE, T_ISTATE_ROWS, T_ISTATE_COLS]] = istate.ctypes.data, *istate.shape
+    table[T_ISTATE] = istate.ctypes.data
     table[[T_HIST, T_HIST_ROWS]] = hist.ctypes.data, hist.shape[1]
     table.flags.writeable = False  # addresses the kernel writes through
     return table
