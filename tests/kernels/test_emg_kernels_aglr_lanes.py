@@ -294,3 +294,17 @@ def test_more_channels_than_mask_bits_and_a_young_history_take_the_per_channel_p
     np.testing.assert_array_equal(before[1], i)
     i[:, k.I_CURSOR] = window
     assert k._aglr_test_block(coef, fstate, i, det.hist_d, window, 32) == 0
+
+
+@pytest.mark.parametrize(("lo", "hi"), [(0, 60), (70, 130), (90, 90), (250, 310)])
+def test_window_start_sums_in_order_across_the_ring_wrap(lo: int, hi: int) -> None:
+    """The starting window sum walks the ring position (no modulo per sample): the same
+    additions in the same order as summing the absolute indices, wrap or not."""
+    n_hist = 100
+    hist_d = np.random.default_rng(lo).standard_normal((n_hist, 3)) ** 2
+    want = 0.0
+    for j in range(lo, hi):
+        want += hist_d[j % n_hist, 1]
+    got = k._window_start(hist_d, 1, lo, hi)
+    assert got == want
+    assert k._window_start.py_func(hist_d, 1, lo, hi) == want

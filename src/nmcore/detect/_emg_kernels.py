@@ -787,8 +787,10 @@ def _window_start(hist_d: np.ndarray, c: int, lo: int, hi: int) -> float:
     the lanes and `_test_channel` must leave the same bits)."""
     n_hist = hist_d.shape[0]
     acc = 0.0
-    for j in range(lo, hi):
-        acc += hist_d[j % n_hist, c]
+    pos = lo % n_hist  # one modulo, not one per sample (16 x 60 of them cost ~2.5 us an arm)
+    for _ in range(lo, hi):
+        acc += hist_d[pos, c]
+        pos = pos + 1 if pos < n_hist - 1 else 0
     return acc
 
 
