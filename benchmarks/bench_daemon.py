@@ -84,16 +84,9 @@ def _rss_mb() -> dict[str, float]:
 
 def _jit_signatures() -> dict[str, int]:
     """Every jitted function of nmcore (and its drivers) -> how many compiled signatures."""
-    from numba.core.dispatcher import Dispatcher
+    from nmcore.runtime.warmup import kernel_signatures
 
-    out: dict[str, int] = {}
-    for mod_name, mod in list(sys.modules.items()):
-        if mod is None or not mod_name.startswith(("nmcore.", "nmcore_drivers.")):
-            continue
-        for attr, obj in list(vars(mod).items()):
-            if isinstance(obj, Dispatcher) and obj.py_func.__module__ == mod_name:
-                out[f"{mod_name}.{attr}"] = len(obj.signatures)
-    return out
+    return kernel_signatures()
 
 
 def _extra_warm() -> None:

@@ -6,13 +6,14 @@ each kernel is compiled for exactly the argument types the pipeline uses."""
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 import numpy as np
 
 log = logging.getLogger("nmcore.runtime.warmup")
 
-__all__ = ["warm_kernels"]
+__all__ = ["kernel_signatures", "warm_kernels"]
 
 
 def warm_kernels() -> float:
@@ -82,3 +83,19 @@ def warm_kernels() -> float:
     elapsed_s = time.perf_counter() - t0
     log.debug("kernels warm in %.2f s", elapsed_s)
     return elapsed_s
+
+
+def kernel_signatures() -> dict[str, int]:
+    """Every jitted function of nmcore and its drivers imported so far -> how many compiled
+    signatures it has. Two snapshots tell which kernels compiled in between (a kernel first
+    called after ready is compiled, or loaded, inside the event loop)."""
+    from numba.core.dispatcher import Dispatcher
+
+    out: dict[str, int] = {}
+    for mod_name, mod in list(sys.modules.items()):
+        if mod is None or not mod_name.startswith(("nmcore.", "nmcore_drivers.")):
+            continue
+        for attr, obj in list(vars(mod).items()):
+            if isinstance(obj, Dispatcher) and obj.py_func.__module__ == mod_name:
+                out[f"{mod_name}.{attr}"] = len(obj.signatures)
+    return out

@@ -19,20 +19,10 @@ REPO = Path(__file__).resolve().parents[3]
 _CHILD = """
 import asyncio, json, sys
 from pathlib import Path
-from numba.core.dispatcher import Dispatcher
 from nmcore.config import load_station
 from nmcore.runtime import eventloop
 from nmcore.runtime.daemon import Daemon
-
-def signatures():
-    out = {}
-    for name, mod in list(sys.modules.items()):
-        if mod is None or not name.startswith(("nmcore.", "nmcore_drivers.")):
-            continue
-        for attr, obj in list(vars(mod).items()):
-            if isinstance(obj, Dispatcher) and obj.py_func.__module__ == name:
-                out[f"{name}.{attr}"] = len(obj.signatures)
-    return out
+from nmcore.runtime.warmup import kernel_signatures as signatures
 
 station = load_station(Path(sys.argv[1]))
 mqtt = station.mqtt.model_copy(update={"port": int(sys.argv[2]), "root": sys.argv[3]})
