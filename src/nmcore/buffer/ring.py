@@ -373,6 +373,7 @@ def _warm() -> None:
     ring.push(0, np.zeros((2, 1)), np.array([0.0, 1.0]))
     ring.push(3, np.zeros((1, 1)), np.array([3.0]))  # the gap path
     ring.latest(4)
+    ring.window_by_index(0, 4)
     ring.window_by_time(0.5, 2.5)
     ring.has_gap(0, 4)
     ring.bin_means(0, 4, 2, rms=True)

@@ -33,12 +33,6 @@ def warm_kernels() -> float:
     warm_ring()
     warm_perturbation()
     rng = np.random.default_rng(0)
-    ring = RingBuffer(2, 64)
-    ring.push(0, np.zeros((8, 2)), np.arange(8.0))
-    ring.push(10, np.zeros((8, 2)), np.arange(10.0, 18.0))
-    ring.window_by_time(1.0, 12.0)
-    ring.window_by_index(0, 12)
-    ring.has_gap(0, 18)
     # enough observations over enough time for every fit path (bins, slope, envelope)
     for window_s in (1.0, 60.0):
         clock = ClockModel(window_s=window_s, nominal_rate_hz=1000.0, min_fit_span_s=0.5)
