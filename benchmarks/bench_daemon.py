@@ -56,6 +56,9 @@ REPO = Path(__file__).resolve().parent.parent
 LAB_RIG = REPO / "configs" / "lab-rig.toml"
 HISTORY_S = 60.0  # the look-back the memory budget is stated for
 FILL_MARGIN_S = 5.0  # run this long past the look-back so every ring has wrapped
+# CPU windows start this long after ready (daemon) or after the start (simulator alone), so
+# both measure the steady state: first deliveries, first trial, numba cache loads are out
+SETTLE_S = 2.0
 
 # the per-block stages whose per-call cost the profile reports: (figure key, file, function)
 STAGES = (
@@ -89,40 +92,28 @@ def _jit_signatures() -> dict[str, int]:
     return kernel_signatures()
 
 
-def _extra_warm() -> None:
-    """What warm_kernels leaves to the first trial (found by `late_kernels`): the clock
-    model's fitted path (it needs >= min_fit_span_s of observations) and the EMG burst
-    metrics (they run only once a channel has an onset). A proposal, measured here."""
-    import numpy as np
+def _time_device_model() -> list[float]:
+    """Accumulate the thread CPU time spent inside the simulated devices' model (signals,
+    packets, delivery: `SimDevice.advance`/`next_event_s`/`reconnect`) into the returned
+    one-element list. What a real rig would not run; the sleeps and wake-ups of the
+    simulated transport stay in the daemon's share (a real transport has its own)."""
+    from nmcore.sim.device import SimDevice
 
-    from nmcore.clock import ClockModel
-    from nmcore.detect.emg import EmgOnsetDetector
+    acc = [0.0]
 
-    for window_s in (1.0, 60.0):
-        clock = ClockModel(window_s=window_s, nominal_rate_hz=1000.0, min_fit_span_s=0.5)
-        for i in range(400):  # 4 s of 10 ms packets: fine, fitted and coarse paths
-            clock.observe(i * 0.01, i * 0.01 + 0.002 + 0.001 * (i % 3))
-        clock.to_host_array(np.arange(8.0) * 0.001)
-    rng = np.random.default_rng(1)
-    det = EmgOnsetDetector(1000.0, 2)
-    x = rng.standard_normal((1600, 2))
-    x[900:] *= 30.0  # a burst: an onset, so the result path runs its kernels
-    det.process(x[:600])
-    det.arm(600)
-    det.process(x[600:])
-    det.finish()
-    det.results()
-    # the simulator's kernel (would belong in a `warm()` of the simulated drivers)
-    from nmcore.sim.scenario import Scenario, ScenarioOptions
+    def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*a: Any, **k: Any) -> Any:
+            t0 = time.thread_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                acc[0] += time.thread_time() - t0
 
-    Scenario(ScenarioOptions(), 0.0).body.sway(100.0 + np.arange(64) / 1000.0)
-    # sway: the spectral measures need at least one Welch segment (welch_segment_s = 10 s);
-    # warm_kernels passes 6 s, so the first live sway update (window_s after start) loads or
-    # compiles welch_segments_kernel inside the event loop
-    from nmcore.detect.sway import sway_measures
+        return wrapper
 
-    ap_ml = rng.normal(0.0, 1e-3, (2, 1200))
-    sway_measures(ap_ml[0], ap_ml[1], 100.0)
+    for name in ("advance", "next_event_s", "reconnect"):
+        setattr(SimDevice, name, timed(getattr(SimDevice, name)))
+    return acc
 
 
 def _load_station(config: Path, history_s: float) -> Any:
@@ -193,8 +184,7 @@ def _daemon_run(args: argparse.Namespace, profiler: Any = None) -> dict[str, Any
     """Run the daemon from ready for `args.seconds` of real time; `profiler` (a
     cProfile.Profile) is on only between ready and stop."""
     daemon = _make_daemon(args)
-    if args.extra_warm:
-        _extra_warm()
+    model = _time_device_model()
     out: dict[str, Any] = {}
 
     async def main() -> None:
@@ -202,24 +192,31 @@ def _daemon_run(args: argparse.Namespace, profiler: Any = None) -> dict[str, Any
             await daemon.ready.wait()
             out["rss_ready"] = _rss_mb()
             sigs_ready = _jit_signatures()
-            r0, c0, w0 = (
+            await asyncio.sleep(SETTLE_S)
+            streams = daemon.pipeline.streams.values()
+            b0 = sum(st.counters.blocks for st in streams)
+            s0 = sum(st.counters.samples for st in streams)
+            r0, c0, w0, m0 = (
                 resource.getrusage(resource.RUSAGE_SELF),
                 time.process_time(),
                 time.monotonic(),
+                model[0],
             )
             if profiler is not None:
                 profiler.enable()
             await asyncio.sleep(args.seconds)
             if profiler is not None:
                 profiler.disable()
-            r1, c1, w1 = (
+            r1, c1, w1, m1 = (
                 resource.getrusage(resource.RUSAGE_SELF),
                 time.process_time(),
                 time.monotonic(),
+                model[0],
             )
             mon = daemon.monitor
             out.update(
                 cpu_pct=100.0 * (c1 - c0) / (w1 - w0),
+                model_cpu_pct=100.0 * (m1 - m0) / (w1 - w0),
                 user_pct=100.0 * (r1.ru_utime - r0.ru_utime) / (w1 - w0),
                 sys_pct=100.0 * (r1.ru_stime - r0.ru_stime) / (w1 - w0),
                 monitor_cpu_pct=mon.cpu_percent(),
@@ -235,9 +232,9 @@ def _daemon_run(args: argparse.Namespace, profiler: Any = None) -> dict[str, Any
             out["late_kernels"] = sorted(
                 name for name, n in _jit_signatures().items() if n > sigs_ready.get(name, 0)
             )
-            streams = daemon.pipeline.streams.values()
             out["nominal_samples_per_s"] = sum(st.desc.rate_hz for st in streams)
-            out["blocks_per_s"] = sum(st.counters.blocks for st in streams) / (w1 - w0)
+            out["blocks_per_s"] = (sum(st.counters.blocks for st in streams) - b0) / (w1 - w0)
+            out["samples_per_s"] = (sum(st.counters.samples for st in streams) - s0) / (w1 - w0)
             st = daemon.status()["devices"]
             out["streams"] = {sid: v for dev in st.values() for sid, v in dev["streams"].items()}
             daemon.stop()
@@ -314,23 +311,37 @@ def _child_sim(args: argparse.Namespace) -> dict[str, Any]:
             cls = load_driver(dev.driver)
             drivers.append(cls(dev.id, cls.Options.model_validate(dev.options), ctx))
     n_blocks = 0
+    model = _time_device_model()
 
     def count(_block: Any) -> None:
         nonlocal n_blocks
         n_blocks += 1
 
-    async def main() -> tuple[float, float]:
-        c0, w0 = time.process_time(), time.monotonic()
-        await run_station(
-            drivers, clock, clock.now() + args.seconds, keep_blocks=False, on_block=count
-        )
-        return time.process_time() - c0, time.monotonic() - w0
+    start: list[float] = []
 
-    cpu_s, wall_s = _run_loop(main())
+    async def settle() -> None:
+        await asyncio.sleep(SETTLE_S)
+        start.extend((time.process_time(), time.monotonic(), model[0], n_blocks))
+
+    async def main() -> tuple[float, float, float, int]:
+        settled = asyncio.create_task(settle())
+        await run_station(
+            drivers,
+            clock,
+            clock.now() + SETTLE_S + args.seconds,
+            keep_blocks=False,
+            on_block=count,
+        )
+        await settled
+        c0, w0, m0, b0 = start
+        return time.process_time() - c0, time.monotonic() - w0, model[0] - m0, n_blocks - b0
+
+    cpu_s, wall_s, model_s, blocks = _run_loop(main())
     return {
         "cpu_pct": 100.0 * cpu_s / wall_s,
+        "model_cpu_pct": 100.0 * model_s / wall_s,
         "wall_s": wall_s,
-        "blocks": n_blocks,
+        "blocks": blocks,
         "loadavg": os.getloadavg(),
     }
 
@@ -387,14 +398,12 @@ class Runner:
         *,
         mqtt_port: int = 0,
         no_scipy: bool = False,
-        extra_warm: bool = False,
     ) -> dict[str, Any]:
         t_spawn = time.monotonic()
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode]
         cmd += ["--config", str(self.config), "--seconds", str(seconds)]
         cmd += ["--t-spawn", repr(t_spawn), "--mqtt-port", str(mqtt_port)]
         cmd += ["--no-scipy"] if no_scipy else []
-        cmd += ["--extra-warm"] if extra_warm else []
         proc = subprocess.run(
             cmd, capture_output=True, text=True, env=self.env, cwd=self.root, check=False
         )
@@ -542,21 +551,35 @@ def _cache_files(cache: Path | None) -> int | None:
     return None if cache is None else sum(1 for _ in cache.rglob("*.nbc"))
 
 
+def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The run whose `key` is the median (the lower middle one of an even count)."""
+    return sorted(runs, key=lambda r: r[key])[(len(runs) - 1) // 2]
+
+
 def _runtime(run: Runner, cache: Path | None, smoke: bool) -> None:
     cpu_s = 10.0 if smoke else 60.0
     # full: long enough that the 60 s look-back of every stream is full before RSS is read
     daemon_s = cpu_s if smoke else HISTORY_S + FILL_MARGIN_S
-    repeats = 1 if smoke else 2
+    repeats = 1 if smoke else 3
     if not smoke:
         run.spawn("daemon", 4.0)  # compile whatever start-up did not (simulator kernels)
     n_cache = _cache_files(cache)
-    sims = [run.spawn("sim", cpu_s) for _ in range(repeats)]
-    daemons = [run.spawn("daemon", daemon_s) for _ in range(repeats)]
+    # interleaved, so a machine that drifts (other load, frequency) biases neither side
+    sims: list[dict[str, Any]] = []
+    daemons: list[dict[str, Any]] = []
+    for _ in range(repeats):
+        sims.append(run.spawn("sim", cpu_s))
+        daemons.append(run.spawn("daemon", daemon_s))
     floor = run.spawn("lagfloor", 2.0 if smoke else 10.0)
     n_after = _cache_files(cache)
     compiled_during_runs = None if n_after is None else n_after - (n_cache or 0)
-    d, s = _pick(daemons, "cpu_pct"), _pick(sims, "cpu_pct")
+    for r in daemons:
+        r["net_cpu_pct"] = r["cpu_pct"] - r["model_cpu_pct"]
+    d, s = _median_run(daemons, "cpu_pct"), _median_run(sims, "cpu_pct")
     la = [round(x, 2) for x in d["loadavg"]]
+    many = (
+        "median of the runs, interleaved with the baseline's" if repeats > 1 else "smoke: one run"
+    )
     emit(
         "daemon_cpu_pct",
         d["cpu_pct"],
@@ -573,19 +596,27 @@ def _runtime(run: Runner, cache: Path | None, smoke: bool) -> None:
         baseline_loadavg=[round(x, 2) for x in s["loadavg"]],
         kernels_compiled_during_runs=compiled_during_runs,
         late_kernels=d["late_kernels"],
-        note="lower of the runs" if repeats > 1 else "smoke: one run each",
+        note=many,
     )
+    n = _median_run(daemons, "net_cpu_pct")
     emit(
         "daemon_net_cpu_pct",
-        d["cpu_pct"] - s["cpu_pct"],
+        n["net_cpu_pct"],
         "% of one core",
         "simulated_devices_alone",
         s["cpu_pct"],
         goal="<= 5 %",
-        loadavg=la,
-        note="daemon_cpu_pct minus the simulator's own share; no MQTT",
+        runs=[round(r["net_cpu_pct"], 2) for r in daemons],
+        device_model_pct=round(n["model_cpu_pct"], 2),
+        minus_simulator_alone_pct=round(d["cpu_pct"] - s["cpu_pct"], 2),
+        loadavg=[round(x, 2) for x in n["loadavg"]],
+        note=(
+            "the daemon's CPU minus the CPU spent inside the simulated devices' model in the "
+            "same run (signal generation, packets: what real devices do themselves); the "
+            f"simulated transport's sleeps and wake-ups stay in; no MQTT; {many}"
+        ),
     )
-    lag = _pick(daemons, "lag_p99_ms")
+    lag = _median_run(daemons, "lag_p99_ms")
     for q in ("p50", "p99", "max"):
         extra: dict[str, Any] = {"goal": "<= 2 ms"} if q == "p99" else {}
         emit(
@@ -621,7 +652,7 @@ def _runtime(run: Runner, cache: Path | None, smoke: bool) -> None:
     missing = {k: v["missing_samples"] for k, v in d["streams"].items() if v["missing_samples"]}
     emit(
         "daemon_samples_per_s",
-        sum(v["samples"] for v in d["streams"].values()) / d["wall_s"],
+        d["samples_per_s"],
         "samples/s (all streams)",
         "nominal_rate_sum",
         d["nominal_samples_per_s"],
@@ -632,33 +663,14 @@ def _runtime(run: Runner, cache: Path | None, smoke: bool) -> None:
     sim_us = 1e4 * s["cpu_pct"] / (s["blocks"] / s["wall_s"])
     emit(
         "daemon_net_cpu_us_per_block",
-        1e4 * (d["cpu_pct"] - s["cpu_pct"]) / d["blocks_per_s"],
-        "µs CPU per block (net of the simulator)",
+        1e4 * n["net_cpu_pct"] / n["blocks_per_s"],
+        "µs CPU per block (net of the device model)",
         "simulator_us_per_block",
         sim_us,
-        blocks_per_s=round(d["blocks_per_s"], 1),
+        blocks_per_s=round(n["blocks_per_s"], 1),
         note="what one delivered block costs the daemon, without a profiler's distortion",
     )
     if not smoke:
-        # the same run with the kernels `late_kernels` named warmed before ready
-        warmed = [run.spawn("daemon", cpu_s, extra_warm=True) for _ in range(repeats)]
-        w = _pick(warmed, "lag_max_ms")
-        emit(
-            "daemon_loop_lag_max_ms_extra_warm",
-            w["lag_max_ms"],
-            "ms",
-            "daemon_loop_lag_max_ms_as_is",
-            _pick(daemons, "lag_max_ms")["lag_max_ms"],
-            runs=[round(r["lag_max_ms"], 3) for r in warmed],
-            baseline_runs=[round(r["lag_max_ms"], 3) for r in daemons],
-            late_kernels_as_is=d["late_kernels"],
-            late_kernels_extra_warm=w["late_kernels"],
-            lag_p99_ms=round(w["lag_p99_ms"], 3),
-            cpu_pct=round(w["cpu_pct"], 2),
-            loadavg=[round(x, 2) for x in w["loadavg"]],
-            note="lower of the runs' maxima; what warming the late kernels before ready "
-            "(the proposal in _extra_warm) does to the worst stall",
-        )
         broker = _mqtt_broker(run.root)
         if broker is not None:
             with broker:
@@ -669,7 +681,7 @@ def _runtime(run: Runner, cache: Path | None, smoke: bool) -> None:
                 "% of one core",
                 "daemon_cpu_pct_without_mqtt",
                 d["cpu_pct"],
-                net_of_simulator=round(m["cpu_pct"] - s["cpu_pct"], 2),
+                net_of_device_model=round(m["cpu_pct"] - m["model_cpu_pct"], 2),
                 lag_p99_ms=round(m["lag_p99_ms"], 3),
                 lag_max_ms=round(m["lag_max_ms"], 3),
                 rss_mb=round(m["rss_end"]["VmRSS"], 1),
@@ -702,7 +714,6 @@ def main() -> int:
     ap.add_argument("--t-spawn", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--mqtt-port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--no-scipy", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--extra-warm", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(CHILDREN[args.child](args)), flush=True)

@@ -409,6 +409,22 @@ def affine_map(
 
 
 @jit
+def grid_map(
+    first_x: float,
+    step: float,
+    x0: float,
+    slope: float,
+    base: float,
+    out: npt.NDArray[np.float64],
+) -> None:
+    """out[k] = base + slope * ((k * step + first_x) - x0): `affine_map` of a block's device
+    times x[k] = k * step + first_x (the same operations in the same order, so the same
+    bits) without building x."""
+    for k in range(out.shape[0]):
+        out[k] = base + slope * ((k * step + first_x) - x0)
+
+
+@jit
 def event_grid(
     a: npt.NDArray[np.float64],
     start: int,

@@ -182,6 +182,7 @@ from nmcore._clock_kernels import (
     bracket_range,
     envelope_fit,
     event_grid,
+    grid_map,
     group_minima,
     local_floor,
     minima_slope,
@@ -1308,6 +1309,15 @@ class ClockModel:
         np.subtract(x, self._x0, out=out)
         out *= self._slope
         out += self._base
+        return out
+
+    def to_host_grid(self, first_device_s: float, period_s: float, out: FloatArray) -> FloatArray:
+        """Host times of `len(out)` samples `period_s` apart on the device clock, the first
+        at `first_device_s`: `to_host_array` of first_device_s + k * period_s (same bits) in
+        one jitted call, without the device times. `out`: 1-D float64, C-contiguous."""
+        if self._n == 0:
+            self._need_data()
+        grid_map(first_device_s, period_s, self._x0, self._slope, self._base, out)
         return out
 
     def block_times(

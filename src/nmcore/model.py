@@ -76,6 +76,13 @@ class SampleBlock:
     `data`: (n_samples, n_channels) float64 in physical units after driver scaling.
     `host_t_s`: sample times already on the host clock (a replayed recording, an analyzed
     file's time column); the pipeline then uses them as they are instead of the clock model.
+    `packet_samples`: when a driver joined the contiguous packets of one delivery into one
+    block, their size (0: the block is one packet). The clock model then sees every packet's
+    end, as if they had come one by one: the first packet's is the delivery's tightest lower
+    bound (it was not complete when the previous delivery left), the last one's its tightest
+    upper bound, and the model's batch logic counts packets. Set it only when every packet
+    of the block has that size and came whole in this delivery (a byte stream can split a
+    frame across reads).
     """
 
     stream_id: str
@@ -85,6 +92,7 @@ class SampleBlock:
     device_ticks: int | None = None
     ticks_index: int = 0
     host_t_s: FloatArray | None = None
+    packet_samples: int = 0
 
     @property
     def n_samples(self) -> int:

@@ -21,7 +21,13 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from nmcore._clock_kernels import affine_map, bracket_range, envelope_fit, minima_slope
+from nmcore._clock_kernels import (
+    affine_map,
+    bracket_range,
+    envelope_fit,
+    grid_map,
+    minima_slope,
+)
 from nmcore.clock import ClockModel, TickUnwrapper
 
 FloatArray = npt.NDArray[np.float64]
@@ -419,6 +425,38 @@ def test_affine_map_matches_numpy(impl: str) -> None:
     fn = affine_map if impl == "jit" else affine_map.py_func  # type: ignore[attr-defined]
     fn(x, 5e4, 1.0001, 7e5, out)
     np.testing.assert_array_equal(out, 7e5 + 1.0001 * (x - 5e4))
+
+
+@pytest.mark.parametrize("impl", ["jit", "py"])
+def test_grid_map_is_affine_map_of_the_grid_bit_for_bit(impl: str) -> None:
+    """The pipeline's path (no device-time array) gives the same floats as building the
+    device times k * period + first with numpy and mapping them."""
+    rng = np.random.default_rng(3)
+    fn = grid_map if impl == "jit" else grid_map.py_func  # type: ignore[attr-defined]
+    for _ in range(50):
+        n = int(rng.integers(1, 70))
+        period = 1.0 / float(rng.choice([500.0, 1000.0, 2000.0, 1111.0]))
+        first = float(rng.uniform(0.0, 1e5))
+        x0, slope, base = first - float(rng.uniform(0, 50)), 1 + rng.normal(0, 1e-4), 3e4
+        out = np.full(n, np.nan)
+        fn(first, period, x0, slope, base, out)
+        x = np.arange(n, dtype=np.float64) * period + first
+        want = np.empty(n)
+        affine_map.py_func(x, x0, slope, base, want)  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(out, want)
+        np.testing.assert_array_equal(out, base + slope * (x - x0))
+
+
+def test_to_host_grid_equals_to_host_array() -> None:
+    model = ClockModel(nominal_rate_hz=1000.0)
+    with pytest.raises(RuntimeError, match="no observation"):
+        model.to_host_grid(0.0, 0.001, np.empty(4))
+    for i in range(300):
+        model.observe(i * 0.016 + 0.0155, 100.0 + i * 0.01600016 + 0.0004 * (i % 3))
+    first = 300 * 0.016
+    x = np.arange(16, dtype=np.float64) * 0.001 + first
+    got = model.to_host_grid(first, 0.001, np.empty(16))
+    np.testing.assert_array_equal(got, model.to_host_array(x))
 
 
 # -- accuracy against simulated transports -----------------------------------------------

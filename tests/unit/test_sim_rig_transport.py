@@ -110,9 +110,59 @@ async def test_serial_delivers_in_16_ms_bursts_never_before_the_samples_exist() 
     wait_ms = (rec.block_arrival_s - last_true) * 1000.0
     assert wait_ms.min() >= 0.0
     assert wait_ms.max() < 16.5
-    # several packets (8 ms each at the default) share each burst
+    # a burst carries ~2 packets (8 ms each at the default), joined into one block as the
+    # serial drivers decode one read
     per_burst = np.unique(rec.block_arrival_s, return_counts=True)[1]
-    assert per_burst.mean() == pytest.approx(2.0, abs=0.1)
+    assert np.all(per_burst == 1)
+    assert np.all(sizes % 16 == 0)
+    assert sizes.mean() == pytest.approx(32.0, abs=1.0)
+
+
+@pytest.mark.parametrize("reboot_s", [0.0, 0.3])
+async def test_serial_joins_only_packets_that_continue_each_other(reboot_s: float) -> None:
+    """Joined blocks are exactly the runs of the per-packet blocks that share a burst and
+    continue each other: a lost packet or a reset (even with no reboot time, when the sample
+    index runs on but the counter and clock restart) always starts a new block."""
+    opts: dict[str, Any] = {
+        "clock": {"offset_s": 2.0},
+        "transport": {"kind": "serial", "packet_samples": 5},
+        "faults": {"drop_packet_prob": 0.05, "reset_after_s": 3.0, "reboot_s": reboot_s},
+    }
+    runs = {}
+    for join in (False, True):
+        ctx, clock, _ = make_ctx()
+        drv = SimImuDriver(
+            "imu", {**opts, "transport": {**opts["transport"], "join_packets": join}}, ctx
+        )
+        runs[join] = (await run_station([drv], clock, T0_S + 6.0)).blocks["imu.imu"]
+    # run_station stops inside the last delivery event: compare the events before it
+    end_s = runs[False][-1].arrival_s
+    packets, joined = ([b for b in runs[j] if b.arrival_s < end_s] for j in (False, True))
+    assert all(b.n_samples == 5 for b in packets)
+    expected: list[list[Any]] = []
+    for b in packets:
+        prev = expected[-1][-1] if expected else None
+        if (
+            prev is not None
+            and b.arrival_s == prev.arrival_s
+            and b.counter == (prev.counter + 5) % 2**16
+            and b.device_ticks == prev.device_ticks + 5000
+        ):
+            expected[-1].append(b)
+        else:
+            expected.append([b])
+    assert len(joined) == len(expected) < len(packets) / 2
+    for got, run in zip(joined, expected, strict=True):
+        assert (got.counter, got.device_ticks, got.arrival_s, got.ticks_index) == (
+            run[0].counter,
+            run[0].device_ticks,
+            run[0].arrival_s,
+            0,
+        )
+        np.testing.assert_array_equal(got.data, np.concatenate([b.data for b in run]))
+    # the reset is there, and a joined block never spans it
+    counters = np.array([b.counter for b in joined])
+    assert np.sum(np.diff(counters) < 0) == 1
 
 
 async def test_ble_batches_at_connection_events_with_missed_events() -> None:

@@ -216,6 +216,24 @@ class CalibrationSession:
                 )
             await self.sleep(_POLL_S)
 
+    async def wait_clock_settled(self, device_id: str, timeout_s: float = 30.0) -> None:
+        """Until the device's clock model has settled (`ClockModel.settled`: fitted over
+        `settle_s` of data). Its first fits can move the offset by a packet's phase (~4 ms
+        for 8 ms packets in 16 ms USB bursts): a time mapped before and one stamped after
+        such a move would differ by it. DeviceError after `timeout_s`."""
+        clock = self.daemon.pipeline.clocks[device_id]
+        deadline = self.clock.now() + timeout_s
+        while not clock.settled:
+            self._check_alive()
+            if self.clock.now() > deadline:
+                raise DeviceError(
+                    f"{device_id}: its clock model did not settle within {timeout_s:g} s "
+                    "(arrivals too irregular or too few): check the connection and the host "
+                    "load, then measure again",
+                    device_id,
+                )
+            await self.sleep(_POLL_S)
+
     async def record(
         self,
         stream_id: str,

@@ -721,6 +721,7 @@ async def _latency(args: argparse.Namespace, ui: Ui) -> int:
         else:
             await session.wait_device(dev)
         # the clock model must have settled before the loopback times are mapped
+        await session.wait_clock_settled(dev)
         await session.sleep(args.settle_s)
         await ui.step(
             f"Loopback: wire the device's trigger output to its trigger input; "

@@ -11,9 +11,15 @@ __all__ = ["LoopLagMonitor"]
 
 
 class LoopLagMonitor:
-    """Sleeps `interval_s` repeatedly and records how late each wake-up was."""
+    """Sleeps `interval_s` repeatedly and records how late each wake-up was.
 
-    def __init__(self, interval_s: float = 0.01, keep: int = 100_000) -> None:
+    20 probes a second by default: a wake-up costs the process ~80 us of CPU on the 2-core
+    lab machines (the kernel's share alone ~45 us), so probing at 100 Hz cost 0.8 % of a
+    core, a sixth of the rig's CPU budget, for the same lag distribution sampled more
+    densely (p99 of a minute still rests on 1200 probes).
+    """
+
+    def __init__(self, interval_s: float = 0.05, keep: int = 100_000) -> None:
         self.interval_s = interval_s
         self._lags_s = np.zeros(keep)
         self._n = 0

@@ -63,11 +63,8 @@ class StreamState:
     # events the fused chain raised in the block being handed to listeners; -1: it did not
     # run (the listener then feeds the detector itself); the consumer resets it to -1
     chain_events: int = -1
-    # scratch for per-block device times, grown on demand (no allocation per block)
-    _dev_t: np.ndarray = field(default_factory=lambda: np.empty(0))
+    # scratch for per-block host times, grown on demand (no allocation per block)
     _host_t: np.ndarray = field(default_factory=lambda: np.empty(0))
-    # k * period_s for k < len: the device-time offsets of a block's samples (computed once)
-    _offsets: np.ndarray = field(default_factory=lambda: np.empty(0))
     _ring_args: RingState = field(init=False)
     # the fused call bound to `chain`: (entry point, state table, ring arrays, chain arrays),
     # rebuilt when `chain` is replaced (`_bound_chain` is the chain it was built for); the
@@ -297,18 +294,21 @@ class Pipeline:
         if block.host_t_s is not None:
             host_t = block.host_t_s[skip : skip + n_keep]
         else:
-            if st._dev_t.shape[0] < n_keep:
-                size = max(n_keep, 64)
-                st._dev_t = np.empty(size)
-                st._host_t = np.empty(size)
-                # the products np.arange(n) * period_s, computed once per stream
-                st._offsets = np.arange(size, dtype=np.float64) * period_s
-            dev_t = st._dev_t[:n_keep]
-            np.add(st._offsets[:n_keep], first_dev_s, out=dev_t)
-            # the arrival bounds the device time of the last sample that arrived (the same
-            # float as dev_t[-1]: k * period_s + first_dev_s, without a numpy scalar)
+            if st._host_t.shape[0] < n_keep:
+                st._host_t = np.empty(max(n_keep, 64))
+            # a block of joined packets: the ends of the kept packets before the last, as if
+            # they had come one by one (the model was built on per-packet observations)
+            packet = block.packet_samples
+            if 0 < packet < n:
+                k = packet - 1 - skip
+                while k < n_keep - 1:
+                    if k >= 0:
+                        st.clock.observe(k * period_s + first_dev_s, block.arrival_s)
+                    k += packet
+            # the arrival bounds the device time of the last sample that arrived (the float
+            # to_host_grid maps it from: k * period_s + first_dev_s)
             st.clock.observe((n_keep - 1) * period_s + first_dev_s, block.arrival_s)
-            host_t = st.clock.to_host_array(dev_t, out=st._host_t[:n_keep])
+            host_t = st.clock.to_host_grid(first_dev_s, period_s, st._host_t[:n_keep])
 
         res = st.push_chain(adm.first_index, data, host_t)
         rec = self.recorder

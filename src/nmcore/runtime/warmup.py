@@ -40,6 +40,7 @@ def warm_kernels() -> float:
         for i in range(400):
             clock.observe(unwrap.seconds(i * 10_000) + 0.01, i * 0.01 + 0.0105)
         clock.to_host_array(np.arange(8.0) * 0.001)
+        clock.to_host_grid(0.5, 0.001, np.empty(8))
     # several packets per batch (BLE / USB bursts): compiles the batch-bracket kernel too
     clock = ClockModel(window_s=60.0, nominal_rate_hz=1000.0, min_fit_span_s=0.5)
     for k in range(200):

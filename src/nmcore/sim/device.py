@@ -15,7 +15,9 @@ Time model (world time = the host clock's base, seconds):
   ideal: at completion; serial: USB latency-timer bursts every `serial_latency_ms` (+ jitter);
   ble: connection events every `ble_interval_ms`, at most `ble_max_packets_per_event`
   notifications per stream each, some events missed (the batch waits for the next one).
-  Arrival time = delivery event time, never before the samples exist.
+  Arrival time = delivery event time, never before the samples exist. A serial delivery
+  joins its contiguous packets into one block (`join_packets`), as a serial driver decodes
+  one read into one block per run; a BLE one gives a block per notification.
 - Link outages (`disconnect_after_s` of link up, then `disconnect_duration_s` down, repeating):
   the driver raises DeviceGoneError at the outage start; the device keeps sampling; packets
   not delivered before the outage and those completed before the next `open` are lost.
@@ -83,6 +85,18 @@ class TransportOptions(BaseModel):
         16, ge=1, le=64, description="notifications per connection event (DLE, 2M PHY)"
     )
     ble_jitter_ms: float = Field(0.3, ge=0.0, le=5.0, description="host stack delay, uniform")
+    join_packets: bool | None = Field(
+        None,
+        description=(
+            "deliver the contiguous packets of one delivery event as one block, as the serial "
+            "drivers do with one read; None: yes for serial, no for ble (one notification, "
+            "one block, as the BLE driver) and ideal"
+        ),
+    )
+
+    @property
+    def joins_packets(self) -> bool:
+        return self.kind == "serial" if self.join_packets is None else self.join_packets
 
 
 class FaultOptions(BaseModel):
@@ -184,8 +198,10 @@ class _Stream:
         self.cache = np.empty((0, desc.n_channels))
         self.cache_n0 = 0
         self.chunk = max(1, round(desc.rate_hz * _CHUNK_S))
-        # complete packets not yet delivered: (first index, block without its arrival time)
-        self.pending: deque[tuple[int, SampleBlock]] = deque()
+        # complete packets not yet delivered: (first index, block without its arrival time,
+        # counter segment: a reset starts a new one, and packets join only within one)
+        self.pending: deque[tuple[int, SampleBlock, int]] = deque()
+        self.join = device.options.transport.joins_packets
         self.reset: tuple[int, int] | None = None  # (first index not taken, resume index)
         self.samples_delivered = 0
         self.packets_delivered = 0
@@ -280,20 +296,48 @@ class _Stream:
                     self.device.loss(self, "drop" if draws[j] < p_drop else "crc", n0, P)
                     continue
                 ticks = (ticks0 + math.floor(rel * tps + 1e-9)) & tmask if self.has_ticks else None
-                append((n0, SampleBlock(sid, rel & cmask, buf[j * P : (j + 1) * P], 0.0, ticks)))
+                block = SampleBlock(sid, rel & cmask, buf[j * P : (j + 1) * P], 0.0, ticks)
+                append((n0, block, self.seg_start))
             self.pkt_start += n_full * P
         rest = buf[n_full * P :]
         self.partial = rest  # a view: chunks are never written after generation
 
     def deliver(self, arrival_s: float, max_packets: int | None, out: list[SampleBlock]) -> None:
         n = len(self.pending) if max_packets is None else min(max_packets, len(self.pending))
+        if n == 0:
+            return
         pop = self.pending.popleft
-        for _ in range(n):
-            block = pop()[1]
-            block.arrival_s = arrival_s
-            out.append(block)
+        if not self.join:
+            for _ in range(n):
+                block = pop()[1]
+                block.arrival_s = arrival_s
+                out.append(block)
+        else:
+            # runs of packets that continue each other (no loss, no reset between)
+            P = self.P
+            run: list[SampleBlock] = []
+            end = seg = -1
+            for _ in range(n):
+                n0, block, s = pop()
+                if run and (n0 != end or s != seg):
+                    out.append(self._joined(run, arrival_s))
+                    run = []
+                run.append(block)
+                end, seg = n0 + P, s
+            out.append(self._joined(run, arrival_s))
         self.samples_delivered += n * self.P
         self.packets_delivered += n
+
+    @staticmethod
+    def _joined(run: list[SampleBlock], arrival_s: float) -> SampleBlock:
+        """One block of a run of packets (all of one size): the first one's counter and
+        device timestamp."""
+        block = run[0]
+        if len(run) > 1:
+            block.packet_samples = block.n_samples
+            block.data = np.concatenate([b.data for b in run])
+        block.arrival_s = arrival_s
+        return block
 
 
 class SimDevice:
