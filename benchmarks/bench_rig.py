@@ -3,8 +3,9 @@ sequence tracker, clock model, ring buffers, trial engine), against the simulato
 
 - timestamp accuracy per transport (BLE 7.5/30/50 ms, USB-serial 16 ms bursts, 100 ppm drift):
   p50/p99/max |reconstructed sample time - true sample time| after 10 s of settling, next to
-  host-arrival stamping (every sample of a packet stamped with the packet's arrival time,
-  spread back at the nominal period: the usual practice);
+  host-arrival stamping (the samples of each delivered block stamped back from its arrival
+  time at the nominal period: the usual practice; a simulated serial block is one USB burst,
+  BLE gives a block per notification);
 - perturbation onset error (trigger, exact; IMU cross-check), EMG onset error, premotor and
   motor time error against the truth, over many trials.
 
@@ -63,7 +64,7 @@ async def _run(station: Any, duration_s: float) -> tuple[Daemon, list[dict[str, 
     ingest = daemon.pipeline.ingest
 
     def tap(block: Any) -> None:
-        # the baseline: stamp the packet's samples back from its arrival at the nominal period
+        # the baseline: stamp the block's samples back from its arrival at the nominal period
         st = daemon.pipeline.streams[block.stream_id]
         arrival_err.setdefault(block.stream_id, []).append(
             np.array([block.counter, block.n_samples, block.arrival_s])
