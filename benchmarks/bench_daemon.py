@@ -29,6 +29,8 @@ Figures (one JSON object per line on stdout; the load average rides along in `co
   the daemon's share. Goal <= 5 % of one core. Its context keeps the daemon minus the
   simulator alone (`minus_simulator_alone_pct`: two processes, noisier; what the simulator
   costs in all, wake-ups included). daemon_net_cpu_us_per_block: per block.
+- daemon_pipeline_cpu_pct: of that, the thread CPU inside `Pipeline.ingest` and its
+  listeners (the per-block work), against the daemon's total in the same run.
 - daemon_loop_lag_{p50,p99,max}_ms: `Daemon.monitor` over the same window (the median-p99
   run); baseline: the same monitor in a bare event loop (what the loaded machine alone
   costs). Goal p99 <= 2 ms. `late_kernels` (in daemon_cpu_pct): jitted functions first
@@ -98,13 +100,9 @@ def _jit_signatures() -> dict[str, int]:
     return kernel_signatures()
 
 
-def _time_device_model() -> list[float]:
-    """Accumulate the thread CPU time spent inside the simulated devices' model (signals,
-    packets, delivery: `SimDevice.advance`/`next_event_s`/`reconnect`) into the returned
-    one-element list. What a real rig would not run; the sleeps and wake-ups of the
-    simulated transport stay in the daemon's share (a real transport has its own)."""
-    from nmcore.sim.device import SimDevice
-
+def _time_methods(cls: type, names: tuple[str, ...]) -> list[float]:
+    """Accumulate the thread CPU time spent inside these methods of `cls` (all instances, from
+    now on) into the returned one-element list. None of them may call another."""
     acc = [0.0]
 
     def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -117,9 +115,18 @@ def _time_device_model() -> list[float]:
 
         return wrapper
 
-    for name in ("advance", "next_event_s", "reconnect"):
-        setattr(SimDevice, name, timed(getattr(SimDevice, name)))
+    for name in names:
+        setattr(cls, name, timed(getattr(cls, name)))
     return acc
+
+
+def _time_device_model() -> list[float]:
+    """The simulated devices' model (signals, packets, delivery: `SimDevice.advance`/
+    `next_event_s`/`reconnect`): what a real rig would not run. The sleeps and wake-ups of
+    the simulated transport stay in the daemon's share (a real transport has its own)."""
+    from nmcore.sim.device import SimDevice
+
+    return _time_methods(SimDevice, ("advance", "next_event_s", "reconnect"))
 
 
 def _load_station(config: Path, history_s: float) -> Any:
@@ -189,6 +196,10 @@ def _child_startup(args: argparse.Namespace) -> dict[str, Any]:
 def _daemon_run(args: argparse.Namespace, profiler: Any = None) -> dict[str, Any]:
     """Run the daemon from ready + SETTLE_S for `args.seconds` of real time; `profiler` (a
     cProfile.Profile) is on only over that window."""
+    from nmcore.runtime.pipeline import Pipeline
+
+    # the per-block work with its listeners (timed before the daemon binds the method)
+    pipeline = _time_methods(Pipeline, ("ingest",))
     daemon = _make_daemon(args)
     model = _time_device_model()
     out: dict[str, Any] = {}
@@ -203,27 +214,30 @@ def _daemon_run(args: argparse.Namespace, profiler: Any = None) -> dict[str, Any
             streams = daemon.pipeline.streams.values()
             b0 = sum(st.counters.blocks for st in streams)
             s0 = sum(st.counters.samples for st in streams)
-            r0, c0, w0, m0 = (
+            r0, c0, w0, m0, p0 = (
                 resource.getrusage(resource.RUSAGE_SELF),
                 time.process_time(),
                 time.monotonic(),
                 model[0],
+                pipeline[0],
             )
             if profiler is not None:
                 profiler.enable()
             await asyncio.sleep(args.seconds)
             if profiler is not None:
                 profiler.disable()
-            r1, c1, w1, m1 = (
+            r1, c1, w1, m1, p1 = (
                 resource.getrusage(resource.RUSAGE_SELF),
                 time.process_time(),
                 time.monotonic(),
                 model[0],
+                pipeline[0],
             )
             mon = daemon.monitor
             out.update(
                 cpu_pct=100.0 * (c1 - c0) / (w1 - w0),
                 model_cpu_pct=100.0 * (m1 - m0) / (w1 - w0),
+                pipeline_cpu_pct=100.0 * (p1 - p0) / (w1 - w0),
                 user_pct=100.0 * (r1.ru_utime - r0.ru_utime) / (w1 - w0),
                 sys_pct=100.0 * (r1.ru_stime - r0.ru_stime) / (w1 - w0),
                 monitor_cpu_pct=mon.cpu_percent(),
@@ -617,6 +631,23 @@ def _runtime(run: Runner, cache: Path | None, smoke: bool) -> None:
             "the daemon's CPU minus the CPU spent inside the simulated devices' model in the "
             "same run (signal generation, packets: what real devices do themselves); the "
             f"simulated transport's sleeps and wake-ups stay in; no MQTT; {many}"
+        ),
+    )
+    pl = _median_run(daemons, "pipeline_cpu_pct")
+    emit(
+        "daemon_pipeline_cpu_pct",
+        pl["pipeline_cpu_pct"],
+        "% of one core",
+        "daemon_cpu_pct_same_run",
+        pl["cpu_pct"],
+        runs=[round(r["pipeline_cpu_pct"], 2) for r in daemons],
+        us_per_block=round(1e4 * pl["pipeline_cpu_pct"] / pl["blocks_per_s"], 2),
+        rest_pct=round(pl["net_cpu_pct"] - pl["pipeline_cpu_pct"], 2),
+        note=(
+            "thread CPU inside Pipeline.ingest and its listeners (sequence, clock model, ring, "
+            "EMG chain, trial engine, sway): the per-block work. rest_pct: the net figure's "
+            "remainder, the event loop woken by the devices and timers, the supervisors and "
+            "the simulated transport's pacing"
         ),
     )
     lag = _median_run(daemons, "lag_p99_ms")
