@@ -93,13 +93,6 @@ def _rss_mb() -> dict[str, float]:
     return out
 
 
-def _jit_signatures() -> dict[str, int]:
-    """Every jitted function of nmcore (and its drivers) -> how many compiled signatures."""
-    from nmcore.runtime.warmup import kernel_signatures
-
-    return kernel_signatures()
-
-
 def _time_methods(cls: type, names: tuple[str, ...]) -> list[float]:
     """Accumulate the thread CPU time spent inside these methods of `cls` (all instances, from
     now on) into the returned one-element list. None of them may call another."""
@@ -197,6 +190,7 @@ def _daemon_run(args: argparse.Namespace, profiler: Any = None) -> dict[str, Any
     """Run the daemon from ready + SETTLE_S for `args.seconds` of real time; `profiler` (a
     cProfile.Profile) is on only over that window."""
     from nmcore.runtime.pipeline import Pipeline
+    from nmcore.runtime.warmup import kernel_signatures
 
     # the per-block work with its listeners (timed before the daemon binds the method)
     pipeline = _time_methods(Pipeline, ("ingest",))
@@ -208,7 +202,7 @@ def _daemon_run(args: argparse.Namespace, profiler: Any = None) -> dict[str, Any
         async def measure() -> None:
             await daemon.ready.wait()
             out["rss_ready"] = _rss_mb()
-            sigs_ready = _jit_signatures()
+            sigs_ready = kernel_signatures()
             await asyncio.sleep(SETTLE_S)
             daemon.monitor.restart()  # lag over the same window as the CPU figures
             streams = daemon.pipeline.streams.values()
@@ -251,7 +245,7 @@ def _daemon_run(args: argparse.Namespace, profiler: Any = None) -> dict[str, Any
                 ready_s=daemon.ready_s,
             )
             out["late_kernels"] = sorted(
-                name for name, n in _jit_signatures().items() if n > sigs_ready.get(name, 0)
+                name for name, n in kernel_signatures().items() if n > sigs_ready.get(name, 0)
             )
             out["nominal_samples_per_s"] = sum(st.desc.rate_hz for st in streams)
             out["blocks_per_s"] = (sum(st.counters.blocks for st in streams) - b0) / (w1 - w0)

@@ -300,11 +300,9 @@ class Pipeline:
             # they had come one by one (the model was built on per-packet observations)
             packet = block.packet_samples
             if 0 < packet < n:
-                k = packet - 1 - skip
-                while k < n_keep - 1:
-                    if k >= 0:
-                        st.clock.observe(k * period_s + first_dev_s, block.arrival_s)
-                    k += packet
+                # kept index of the first kept packet's end: (packet - 1 - skip) mod packet
+                for k in range((packet - 1 - skip) % packet, n_keep - 1, packet):
+                    st.clock.observe(k * period_s + first_dev_s, block.arrival_s)
             # the arrival bounds the device time of the last sample that arrived (the float
             # to_host_grid maps it from: k * period_s + first_dev_s)
             st.clock.observe((n_keep - 1) * period_s + first_dev_s, block.arrival_s)
