@@ -16,9 +16,14 @@ log_dest stderr
 log_type error
 CONF
 broker_bin=$(command -v mosquitto || echo /usr/sbin/mosquitto)  # /usr/sbin: not on user PATHs
-"$broker_bin" -c "$dir/mosquitto.conf" &
+# Its own session: a Ctrl-C (or `timeout`) signals the whole foreground group, and a broker
+# gone first makes the daemon's last status publish fail with a socket error at every stop.
+# The broker goes after the command, from the traps below.
+setsid "$broker_bin" -c "$dir/mosquitto.conf" &
 broker=$!
 trap 'kill $broker 2>/dev/null; wait $broker 2>/dev/null; rm -rf "$dir"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 for _ in $(seq 50); do
   (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
   sleep 0.1
