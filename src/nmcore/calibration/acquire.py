@@ -182,39 +182,51 @@ class CalibrationSession:
     async def sleep(self, seconds: float) -> None:
         await self.clock.sleep_until(self.clock.now() + seconds)
 
+    async def _poll_until(
+        self, done: Callable[[], bool], timeout_s: float, error: Callable[[], DeviceError]
+    ) -> None:
+        """Poll `done` every `_POLL_S` until it holds; `error()` is raised once `timeout_s`
+        has passed (and whatever `_check_alive` raises at any poll)."""
+        deadline = self.clock.now() + timeout_s
+        while True:
+            self._check_alive()
+            if done():
+                return
+            if self.clock.now() > deadline:
+                raise error()
+            await self.sleep(_POLL_S)
+
     async def wait_streaming(self, stream_ids: Sequence[str], min_s: float = 0.5) -> None:
         """Until every stream has `min_s` of data; DeviceError naming the silent devices after
         the connect timeout."""
-        deadline = self.clock.now() + self.connect_timeout_s + min_s
-        while True:
-            self._check_alive()
-            waiting = [
+
+        def waiting() -> list[str]:
+            return [
                 sid
                 for sid in stream_ids
                 if self.stream(sid).ring.head < max(1, round(min_s * self.stream(sid).desc.rate_hz))
             ]
-            if not waiting:
-                return
-            if self.clock.now() > deadline:
-                devices = sorted({self.stream(s).desc.device_id for s in waiting})
-                detail = "; ".join(f"{d}: {self.device_state(d)}" for d in devices)
-                raise DeviceError(
-                    f"no data from {', '.join(devices)} within {self.connect_timeout_s:g} s "
-                    f"({detail}): is it connected and switched on?"
-                )
-            await self.sleep(_POLL_S)
+
+        def error() -> DeviceError:
+            devices = sorted({self.stream(s).desc.device_id for s in waiting()})
+            detail = "; ".join(f"{d}: {self.device_state(d)}" for d in devices)
+            return DeviceError(
+                f"no data from {', '.join(devices)} within {self.connect_timeout_s:g} s "
+                f"({detail}): is it connected and switched on?"
+            )
+
+        await self._poll_until(lambda: not waiting(), self.connect_timeout_s + min_s, error)
 
     async def wait_device(self, device_id: str) -> None:
         """Until the device streams; DeviceError after the connect timeout."""
-        deadline = self.clock.now() + self.connect_timeout_s
-        while self.device_state(device_id) != "streaming":
-            self._check_alive()
-            if self.clock.now() > deadline:
-                raise DeviceError(
-                    f"{device_id} not streaming within {self.connect_timeout_s:g} s "
-                    f"({self.device_state(device_id)}): is it connected and switched on?"
-                )
-            await self.sleep(_POLL_S)
+        await self._poll_until(
+            lambda: self.device_state(device_id) == "streaming",
+            self.connect_timeout_s,
+            lambda: DeviceError(
+                f"{device_id} not streaming within {self.connect_timeout_s:g} s "
+                f"({self.device_state(device_id)}): is it connected and switched on?"
+            ),
+        )
 
     async def wait_clock_settled(self, device_id: str, timeout_s: float = 30.0) -> None:
         """Until the device's clock model has settled (`ClockModel.settled`: fitted over
@@ -222,17 +234,16 @@ class CalibrationSession:
         for 8 ms packets in 16 ms USB bursts): a time mapped before and one stamped after
         such a move would differ by it. DeviceError after `timeout_s`."""
         clock = self.daemon.pipeline.clocks[device_id]
-        deadline = self.clock.now() + timeout_s
-        while not clock.settled:
-            self._check_alive()
-            if self.clock.now() > deadline:
-                raise DeviceError(
-                    f"{device_id}: its clock model did not settle within {timeout_s:g} s "
-                    "(arrivals too irregular or too few): check the connection and the host "
-                    "load, then measure again",
-                    device_id,
-                )
-            await self.sleep(_POLL_S)
+        await self._poll_until(
+            lambda: clock.settled,
+            timeout_s,
+            lambda: DeviceError(
+                f"{device_id}: its clock model did not settle within {timeout_s:g} s "
+                "(arrivals too irregular or too few): check the connection and the host "
+                "load, then measure again",
+                device_id,
+            ),
+        )
 
     async def record(
         self,
