@@ -29,6 +29,11 @@ Figures (one JSON object per line on stdout; the load average rides along in `co
   the daemon's share. Goal <= 5 % of one core. Its context keeps the daemon minus the
   simulator alone (`minus_simulator_alone_pct`: two processes, noisier; what the simulator
   costs in all, wake-ups included). daemon_net_cpu_us_per_block: per block.
+- daemon_wakeup_floor_cpu_pct: what the net figure's wake-ups cost on their own: an event
+  loop that only wakes as often as the daemon's loop thread did (its voluntary context
+  switches, counted over the same window), from independent ~62.5 Hz sources, timer-paced
+  as the simulated transport (the value) and as reader callbacks on ptys that another
+  process writes to, as serial ports (`pty_*`); `above_floor_pct` is the work on top.
 - daemon_pipeline_cpu_pct: of that, the thread CPU inside `Pipeline.ingest` and its
   listeners (the per-block work), against the daemon's total in the same run.
 - daemon_loop_lag_{p50,p99,max}_ms: `Daemon.monitor` over the same window (the median-p99
@@ -215,6 +220,7 @@ def _daemon_run(args: argparse.Namespace, profiler: Any = None) -> dict[str, Any
                 model[0],
                 pipeline[0],
             )
+            t0_thread = resource.getrusage(resource.RUSAGE_THREAD)  # the loop's own thread
             if profiler is not None:
                 profiler.enable()
             await asyncio.sleep(args.seconds)
@@ -227,8 +233,10 @@ def _daemon_run(args: argparse.Namespace, profiler: Any = None) -> dict[str, Any
                 model[0],
                 pipeline[0],
             )
+            t1_thread = resource.getrusage(resource.RUSAGE_THREAD)
             mon = daemon.monitor
             out.update(
+                wakeups_per_s=(t1_thread.ru_nvcsw - t0_thread.ru_nvcsw) / (w1 - w0),
                 cpu_pct=100.0 * (c1 - c0) / (w1 - w0),
                 model_cpu_pct=100.0 * (m1 - m0) / (w1 - w0),
                 pipeline_cpu_pct=100.0 * (p1 - p0) / (w1 - w0),
@@ -361,6 +369,100 @@ def _child_sim(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# a writer process for the wake-up floor's descriptors: 64 bytes (a USB burst) to each pty
+# master at its own phase, every `period` s, with up to 0.5 ms of jitter
+_PTY_WRITER = """
+import os, random, sys, time
+period = float(sys.argv[1]); fds = [int(x) for x in sys.argv[2:]]
+rng = random.Random(3)
+due = [time.monotonic() + rng.uniform(0.0, period) for _ in fds]
+while True:
+    i = min(range(len(fds)), key=due.__getitem__)
+    wait = due[i] + rng.uniform(0.0, 5e-4) - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
+    os.write(fds[i], b"x" * 64)
+    due[i] += period
+"""
+
+
+def _child_wakefloor(args: argparse.Namespace) -> dict[str, Any]:
+    """The bare cost of the daemon's wake-ups on this machine: `args.wakeups_per_s` wake-ups
+    a second from independent sources (one per ~62.5 Hz device: a serial port's 16 ms bursts,
+    a BLE link's 15 ms events), random phases, 0.5 ms of jitter, each doing nothing but going
+    back to sleep, on the daemon's event loop. Two kinds, `args.seconds` each:
+    - timer: a task sleeping to its next delivery, as the simulated transport paces (and as
+      a real transport's consumer task is woken: a callback, then a task step);
+    - pty: a reader callback on a pseudo-terminal another process writes 64 bytes to, as a
+      serial port wakes the loop (the bare callback only: no task, no decoding).
+    What the daemon spends above these is the work it does per wake."""
+    import random
+    import tty
+
+    from nmcore.hostclock import MonotonicClock
+
+    clock = MonotonicClock()
+    rng = random.Random(7)
+    n_sources = max(1, round(args.wakeups_per_s / 62.5))
+    period_s = n_sources / args.wakeups_per_s
+    out: dict[str, Any] = {"sources": n_sources}
+
+    async def window(kind: str) -> None:
+        await asyncio.sleep(1.0)  # every source running, caches settled
+        r0, c0, w0 = (
+            resource.getrusage(resource.RUSAGE_THREAD),
+            time.process_time(),
+            time.monotonic(),
+        )
+        await asyncio.sleep(args.seconds)
+        r1, c1, w1 = (
+            resource.getrusage(resource.RUSAGE_THREAD),
+            time.process_time(),
+            time.monotonic(),
+        )
+        wakes = r1.ru_nvcsw - r0.ru_nvcsw
+        out[f"{kind}_cpu_pct"] = 100.0 * (c1 - c0) / (w1 - w0)
+        out[f"{kind}_wakeups_per_s"] = wakes / (w1 - w0)
+        out[f"{kind}_us_per_wakeup"] = 1e6 * (c1 - c0) / max(1, wakes)
+
+    async def source() -> None:
+        t = clock.now() + rng.uniform(0.0, period_s)
+        while True:
+            await clock.sleep_until(t + rng.uniform(0.0, 5e-4))
+            t += period_s
+
+    async def timers() -> None:
+        tasks = [asyncio.create_task(source()) for _ in range(n_sources)]
+        await window("timer")
+        for t in tasks:
+            t.cancel()
+
+    async def ptys() -> None:
+        loop = asyncio.get_running_loop()
+        pairs = [os.openpty() for _ in range(n_sources)]
+        for _master, slave in pairs:
+            tty.setraw(slave)
+            os.set_blocking(slave, False)
+            loop.add_reader(slave, os.read, slave, 65536)
+        masters = [m for m, _ in pairs]
+        cmd = [sys.executable, "-c", _PTY_WRITER, repr(period_s), *map(str, masters)]
+        writer = await asyncio.create_subprocess_exec(*cmd, pass_fds=masters)
+        try:
+            await window("pty")
+        finally:
+            writer.kill()
+            await writer.wait()
+            for master, slave in pairs:
+                loop.remove_reader(slave)
+                os.close(master)
+                os.close(slave)
+
+    _run_loop(timers())
+    _run_loop(ptys())
+    out["loadavg"] = os.getloadavg()
+    return out
+
+
 def _child_lagfloor(args: argparse.Namespace) -> dict[str, Any]:
     from nmcore.runtime.monitor import LoopLagMonitor
 
@@ -388,6 +490,7 @@ CHILDREN: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "profile": _child_profile,
     "sim": _child_sim,
     "lagfloor": _child_lagfloor,
+    "wakefloor": _child_wakefloor,
 }
 
 
@@ -413,12 +516,14 @@ class Runner:
         *,
         mqtt_port: int = 0,
         no_scipy: bool = False,
+        wakeups_per_s: float = 0.0,
     ) -> dict[str, Any]:
         t_spawn = time.monotonic()
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode]
         cmd += ["--config", str(self.config), "--seconds", str(seconds)]
         cmd += ["--t-spawn", repr(t_spawn), "--mqtt-port", str(mqtt_port)]
         cmd += ["--no-scipy"] if no_scipy else []
+        cmd += ["--wakeups-per-s", repr(wakeups_per_s)]
         proc = subprocess.run(
             cmd, capture_output=True, text=True, env=self.env, cwd=self.root, check=False
         )
@@ -627,6 +732,36 @@ def _runtime(run: Runner, cache: Path | None, smoke: bool) -> None:
             f"simulated transport's sleeps and wake-ups stay in; no MQTT; {many}"
         ),
     )
+    # the bare cost of as many wake-ups as the median-net run had, in the same session
+    wf = run.spawn("wakefloor", 3.0 if smoke else 20.0, wakeups_per_s=n["wakeups_per_s"])
+    floor_pct = 1e-4 * wf["timer_us_per_wakeup"] * n["wakeups_per_s"]
+    emit(
+        "daemon_wakeup_floor_cpu_pct",
+        wf["timer_cpu_pct"],
+        "% of one core",
+        "daemon_net_cpu_pct",
+        n["net_cpu_pct"],
+        daemon_wakeups_per_s=round(n["wakeups_per_s"], 1),
+        floor_wakeups_per_s=round(wf["timer_wakeups_per_s"], 1),
+        floor_us_per_wakeup=round(wf["timer_us_per_wakeup"], 1),
+        daemon_net_us_per_wakeup=round(1e4 * n["net_cpu_pct"] / n["wakeups_per_s"], 1),
+        # the sources coincide now and then: scaled to the daemon's own count of wake-ups
+        floor_at_daemon_wakeups_pct=round(floor_pct, 2),
+        above_floor_pct=round(n["net_cpu_pct"] - floor_pct, 2),
+        pty_floor_pct=round(wf["pty_cpu_pct"], 2),
+        pty_wakeups_per_s=round(wf["pty_wakeups_per_s"], 1),
+        pty_us_per_wakeup=round(wf["pty_us_per_wakeup"], 1),
+        sources=wf["sources"],
+        loadavg=[round(x, 2) for x in wf["loadavg"]],
+        note=(
+            "an event loop doing nothing but as many wake-ups a second as the daemon's loop "
+            "thread had (its voluntary context switches), from independent ~62.5 Hz sources: "
+            "timer-paced tasks as the simulated transport (the value), and reader callbacks "
+            "on ptys another process writes to, as serial ports (pty_*); what the devices' "
+            "deliveries cost before any work. above_floor_pct: the net figure minus the "
+            "timer floor scaled to the daemon's count of wake-ups"
+        ),
+    )
     pl = _median_run(daemons, "pipeline_cpu_pct")
     emit(
         "daemon_pipeline_cpu_pct",
@@ -742,6 +877,7 @@ def main() -> int:
     ap.add_argument("--t-spawn", type=float, default=0.0, help=argparse.SUPPRESS)
     ap.add_argument("--mqtt-port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--no-scipy", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--wakeups-per-s", type=float, default=0.0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(CHILDREN[args.child](args)), flush=True)
