@@ -34,6 +34,10 @@ Figures (one JSON object per line on stdout; the load average rides along in `co
   switches, counted over the same window), from independent ~62.5 Hz sources, timer-paced
   as the simulated transport (the value) and as reader callbacks on ptys that another
   process writes to, as serial ports (`pty_*`); `above_floor_pct` is the work on top.
+- daemon_cpu_pct_firmware_pty: the daemon with no simulator in the process: `nmcore.serial`
+  reading the reference firmware's host build (`firmware/`, built with make + gcc, another
+  process) over a pty (16 EMG at 2 kHz, an IMU, 4 force channels; the AGLR detector),
+  against the pty wake-up floor at the same number of wake-ups.
 - daemon_pipeline_cpu_pct: of that, the thread CPU inside `Pipeline.ingest` and its
   listeners (the per-block work), against the daemon's total in the same run.
 - daemon_loop_lag_{p50,p99,max}_ms: `Daemon.monitor` over the same window (the median-p99
@@ -357,7 +361,7 @@ def _child_sim(args: argparse.Namespace) -> dict[str, Any]:
         )
         await settled
         c0, w0, m0, b0 = start
-        return time.process_time() - c0, time.monotonic() - w0, model[0] - m0, n_blocks - b0
+        return time.process_time() - c0, time.monotonic() - w0, model[0] - m0, n_blocks - int(b0)
 
     cpu_s, wall_s, model_s, blocks = _run_loop(main())
     return {
@@ -463,6 +467,59 @@ def _child_wakefloor(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+FIRMWARE_STATION = """
+[station]
+id = "fwbench"
+name = "the reference firmware's host build over a pty"
+[buffer]
+history_s = 60.0
+[mqtt]
+enabled = false
+[[devices]]
+id = "fw"
+driver = "nmcore.serial"
+[devices.options]
+port = "{port}"
+[detectors.emg_onset]
+stream = "fw.emg"
+[detectors.emg_onset.params]
+method = "aglr"
+"""
+
+
+def _child_firmware(args: argparse.Namespace) -> dict[str, Any]:
+    """The daemon on a real transport, with no simulator in the process: the reference
+    firmware's host build (`nm-fw-host --pty`, C, another process: 16 EMG channels at 2 kHz
+    in 16 ms packets, a 3-axis IMU at 200 Hz, 4 force channels at 1 kHz) read through
+    `nmcore.serial` (pty, COBS framing, decoding, scaling, time-sync pings), the pipeline
+    and the AGLR EMG detector. Every CPU second here is the daemon's own."""
+    import re
+    import subprocess
+
+    build = Path.cwd() / "fw-build"
+    subprocess.run(
+        ["make", "-C", str(REPO / "firmware"), f"B={build}", f"{build}/nm-fw-host"],
+        check=True,
+        capture_output=True,
+    )
+    fw = subprocess.Popen(
+        [str(build / "nm-fw-host"), "--pty"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        assert fw.stderr is not None
+        line = fw.stderr.readline().decode()
+        m = re.fullmatch(r"PTY (\S+)\n", line)
+        if m is None:
+            raise RuntimeError(f"nm-fw-host did not print its pty: {line!r}")
+        station = Path.cwd() / "firmware-station.toml"
+        station.write_text(FIRMWARE_STATION.format(port=m.group(1)))
+        args.config = station
+        return _daemon_run(args)
+    finally:
+        fw.kill()
+        fw.wait()
+
+
 def _child_lagfloor(args: argparse.Namespace) -> dict[str, Any]:
     from nmcore.runtime.monitor import LoopLagMonitor
 
@@ -491,6 +548,7 @@ CHILDREN: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "sim": _child_sim,
     "lagfloor": _child_lagfloor,
     "wakefloor": _child_wakefloor,
+    "firmware": _child_firmware,
 }
 
 
@@ -672,6 +730,45 @@ def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return sorted(runs, key=lambda r: r[key])[(len(runs) - 1) // 2]
 
 
+def _firmware_figure(run: Runner, smoke: bool) -> None:
+    """The daemon on the reference firmware over a pty (no simulator in the process), next to
+    the bare cost of as many pty wake-ups."""
+    try:
+        fw = run.spawn("firmware", 5.0 if smoke else 30.0)
+    except RuntimeError as exc:  # no make/gcc: the figure is missing, not wrong
+        emit("daemon_cpu_pct_firmware_pty", None, "% of one core", "pty_wakeup_floor", None,
+             note=f"not measured: {exc} (needs make and gcc to build firmware/host)")  # fmt: skip
+        return
+    wf = run.spawn("wakefloor", 3.0 if smoke else 20.0, wakeups_per_s=fw["wakeups_per_s"])
+    floor_pct = 1e-4 * wf["pty_us_per_wakeup"] * fw["wakeups_per_s"]
+    emit(
+        "daemon_cpu_pct_firmware_pty",
+        fw["cpu_pct"],
+        "% of one core",
+        "pty_wakeup_floor_at_same_wakeups",
+        floor_pct,
+        wakeups_per_s=round(fw["wakeups_per_s"], 1),
+        us_per_wakeup=round(1e4 * fw["cpu_pct"] / fw["wakeups_per_s"], 1),
+        floor_us_per_wakeup=round(wf["pty_us_per_wakeup"], 1),
+        above_floor_pct=round(fw["cpu_pct"] - floor_pct, 2),
+        pipeline_cpu_pct=round(fw["pipeline_cpu_pct"], 2),
+        blocks_per_s=round(fw["blocks_per_s"], 1),
+        samples_per_s=round(fw["samples_per_s"], 1),
+        channel_samples_per_s=16 * 2000 + 3 * 200 + 4 * 1000,
+        missing_samples={k: v["missing_samples"] for k, v in fw["streams"].items()},
+        lag_p99_ms=round(fw["lag_p99_ms"], 3),
+        rss_mb=round(fw["rss_end"]["VmRSS"], 1),
+        # the driver loads its frame decoder in a worker thread at open, after ready
+        kernels_loaded_after_ready=fw["late_kernels"],
+        loadavg=[round(x, 2) for x in fw["loadavg"]],
+        note=(
+            "the daemon alone on a real transport: nmcore.serial reading the reference "
+            "firmware's host build (another process) over a pty, 16 EMG at 2 kHz + IMU + "
+            "force, AGLR onset detector; every CPU second counted is the daemon's"
+        ),
+    )
+
+
 def _runtime(run: Runner, cache: Path | None, smoke: bool) -> None:
     cpu_s = 10.0 if smoke else 60.0
     # full: long enough that the 60 s look-back of every stream is full before RSS is read
@@ -762,6 +859,7 @@ def _runtime(run: Runner, cache: Path | None, smoke: bool) -> None:
             "timer floor scaled to the daemon's count of wake-ups"
         ),
     )
+    _firmware_figure(run, smoke)
     pl = _median_run(daemons, "pipeline_cpu_pct")
     emit(
         "daemon_pipeline_cpu_pct",
