@@ -260,6 +260,9 @@ def _daemon_run(args: argparse.Namespace, profiler: Any = None) -> dict[str, Any
                 name for name, n in kernel_signatures().items() if n > sigs_ready.get(name, 0)
             )
             out["nominal_samples_per_s"] = sum(st.desc.rate_hz for st in streams)
+            out["nominal_channel_samples_per_s"] = sum(
+                st.desc.rate_hz * st.desc.n_channels for st in streams
+            )
             out["blocks_per_s"] = (sum(st.counters.blocks for st in streams) - b0) / (w1 - w0)
             out["samples_per_s"] = (sum(st.counters.samples for st in streams) - s0) / (w1 - w0)
             st = daemon.status()["devices"]
@@ -758,7 +761,7 @@ def _firmware_figure(run: Runner, smoke: bool) -> None:
         pipeline_cpu_pct=round(fw["pipeline_cpu_pct"], 2),
         blocks_per_s=round(fw["blocks_per_s"], 1),
         samples_per_s=round(fw["samples_per_s"], 1),
-        channel_samples_per_s=16 * 2000 + 3 * 200 + 4 * 1000,
+        nominal_channel_samples_per_s=fw["nominal_channel_samples_per_s"],
         missing_samples={k: v["missing_samples"] for k, v in fw["streams"].items()},
         lag_p99_ms=round(fw["lag_p99_ms"], 3),
         rss_mb=round(fw["rss_end"]["VmRSS"], 1),
