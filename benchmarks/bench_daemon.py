@@ -733,6 +733,15 @@ def _median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return sorted(runs, key=lambda r: r[key])[(len(runs) - 1) // 2]
 
 
+def _wake_floor(
+    run: Runner, smoke: bool, wakeups_per_s: float, kind: str
+) -> tuple[dict[str, Any], float]:
+    """The wake-up floor child's result at `wakeups_per_s`, and the `kind` ("timer" or "pty")
+    floor scaled to exactly that many wake-ups (its sources coincide now and then)."""
+    wf = run.spawn("wakefloor", 3.0 if smoke else 20.0, wakeups_per_s=wakeups_per_s)
+    return wf, 1e-4 * wf[f"{kind}_us_per_wakeup"] * wakeups_per_s
+
+
 def _firmware_figure(run: Runner, smoke: bool) -> None:
     """The daemon on the reference firmware over a pty (no simulator in the process), next to
     the bare cost of as many pty wake-ups."""
@@ -746,8 +755,7 @@ def _firmware_figure(run: Runner, smoke: bool) -> None:
         emit("daemon_cpu_pct_firmware_pty", None, "% of one core", "pty_wakeup_floor", None,
              note=f"not measured: {exc} (needs make and gcc to build firmware/host)")  # fmt: skip
         return
-    wf = run.spawn("wakefloor", 3.0 if smoke else 20.0, wakeups_per_s=fw["wakeups_per_s"])
-    floor_pct = 1e-4 * wf["pty_us_per_wakeup"] * fw["wakeups_per_s"]
+    wf, floor_pct = _wake_floor(run, smoke, fw["wakeups_per_s"], "pty")
     emit(
         "daemon_cpu_pct_firmware_pty",
         fw["cpu_pct"],
@@ -837,8 +845,7 @@ def _runtime(run: Runner, cache: Path | None, smoke: bool) -> None:
         ),
     )
     # the bare cost of as many wake-ups as the median-net run had, in the same session
-    wf = run.spawn("wakefloor", 3.0 if smoke else 20.0, wakeups_per_s=n["wakeups_per_s"])
-    floor_pct = 1e-4 * wf["timer_us_per_wakeup"] * n["wakeups_per_s"]
+    wf, floor_pct = _wake_floor(run, smoke, n["wakeups_per_s"], "timer")
     emit(
         "daemon_wakeup_floor_cpu_pct",
         wf["timer_cpu_pct"],
@@ -849,7 +856,6 @@ def _runtime(run: Runner, cache: Path | None, smoke: bool) -> None:
         floor_wakeups_per_s=round(wf["timer_wakeups_per_s"], 1),
         floor_us_per_wakeup=round(wf["timer_us_per_wakeup"], 1),
         daemon_net_us_per_wakeup=round(1e4 * n["net_cpu_pct"] / n["wakeups_per_s"], 1),
-        # the sources coincide now and then: scaled to the daemon's own count of wake-ups
         floor_at_daemon_wakeups_pct=round(floor_pct, 2),
         above_floor_pct=round(n["net_cpu_pct"] - floor_pct, 2),
         pty_floor_pct=round(wf["pty_cpu_pct"], 2),
