@@ -61,6 +61,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -217,30 +218,31 @@ def _daemon_run(args: argparse.Namespace, profiler: Any = None) -> dict[str, Any
             streams = daemon.pipeline.streams.values()
             b0 = sum(st.counters.blocks for st in streams)
             s0 = sum(st.counters.samples for st in streams)
-            r0, c0, w0, m0, p0 = (
+            # RUSAGE_THREAD: the loop's own thread (its voluntary context switches: wake-ups)
+            r0, t0, c0, w0, m0, p0 = (
                 resource.getrusage(resource.RUSAGE_SELF),
+                resource.getrusage(resource.RUSAGE_THREAD),
                 time.process_time(),
                 time.monotonic(),
                 model[0],
                 pipeline[0],
             )
-            t0_thread = resource.getrusage(resource.RUSAGE_THREAD)  # the loop's own thread
             if profiler is not None:
                 profiler.enable()
             await asyncio.sleep(args.seconds)
             if profiler is not None:
                 profiler.disable()
-            r1, c1, w1, m1, p1 = (
+            r1, t1, c1, w1, m1, p1 = (
                 resource.getrusage(resource.RUSAGE_SELF),
+                resource.getrusage(resource.RUSAGE_THREAD),
                 time.process_time(),
                 time.monotonic(),
                 model[0],
                 pipeline[0],
             )
-            t1_thread = resource.getrusage(resource.RUSAGE_THREAD)
             mon = daemon.monitor
             out.update(
-                wakeups_per_s=(t1_thread.ru_nvcsw - t0_thread.ru_nvcsw) / (w1 - w0),
+                wakeups_per_s=(t1.ru_nvcsw - t0.ru_nvcsw) / (w1 - w0),
                 cpu_pct=100.0 * (c1 - c0) / (w1 - w0),
                 model_cpu_pct=100.0 * (m1 - m0) / (w1 - w0),
                 pipeline_cpu_pct=100.0 * (p1 - p0) / (w1 - w0),
@@ -742,25 +744,29 @@ def _wake_floor(
     return wf, 1e-4 * wf[f"{kind}_us_per_wakeup"] * wakeups_per_s
 
 
+FIRMWARE_FIGURE = "daemon_cpu_pct_firmware_pty"
+FIRMWARE_BASELINE = "pty_wakeup_floor_at_same_wakeups"
+
+
 def _firmware_figure(run: Runner, smoke: bool) -> None:
     """The daemon on the reference firmware over a pty (no simulator in the process), next to
     the bare cost of as many pty wake-ups."""
-    try:
-        if not smoke:
-            # the framing kernels load in a worker thread at open, after ready: a cold
-            # (private) cache would compile them inside the measured window
-            run.spawn("firmware", 1.0)
-        fw = run.spawn("firmware", 5.0 if smoke else 30.0)
-    except RuntimeError as exc:  # no make/gcc: the figure is missing, not wrong
-        emit("daemon_cpu_pct_firmware_pty", None, "% of one core", "pty_wakeup_floor", None,
-             note=f"not measured: {exc} (needs make and gcc to build firmware/host)")  # fmt: skip
+    missing = [tool for tool in ("make", os.environ.get("CC", "gcc")) if not shutil.which(tool)]
+    if missing:  # the figure is missing, not wrong
+        note = f"not measured: no {' or '.join(missing)} to build firmware/host"
+        emit(FIRMWARE_FIGURE, None, "% of one core", FIRMWARE_BASELINE, None, note=note)
         return
+    if not smoke:
+        # the framing kernels load in a worker thread at open, after ready: a cold (private)
+        # cache would compile them inside the measured window
+        run.spawn("firmware", 1.0)
+    fw = run.spawn("firmware", 5.0 if smoke else 30.0)
     wf, floor_pct = _wake_floor(run, smoke, fw["wakeups_per_s"], "pty")
     emit(
-        "daemon_cpu_pct_firmware_pty",
+        FIRMWARE_FIGURE,
         fw["cpu_pct"],
         "% of one core",
-        "pty_wakeup_floor_at_same_wakeups",
+        FIRMWARE_BASELINE,
         floor_pct,
         wakeups_per_s=round(fw["wakeups_per_s"], 1),
         us_per_wakeup=round(1e4 * fw["cpu_pct"] / fw["wakeups_per_s"], 1),

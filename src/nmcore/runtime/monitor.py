@@ -13,10 +13,11 @@ __all__ = ["LoopLagMonitor"]
 class LoopLagMonitor:
     """Sleeps `interval_s` repeatedly and records how late each wake-up was.
 
-    20 probes a second by default: a wake-up costs the process ~80 us of CPU on the 2-core
-    lab machines (the kernel's share alone ~45 us), so probing at 100 Hz cost 0.8 % of a
-    core, a sixth of the rig's CPU budget, for the same lag distribution sampled more
-    densely (p99 of a minute still rests on 1200 probes). `keep` probes are kept: ~17 min.
+    20 probes a second by default: a timer wake-up costs the process 80-230 us of CPU on the
+    2-core lab machines (`benchmarks/bench_daemon.py`, daemon_wakeup_floor_cpu_pct), so
+    probing at 100 Hz cost 0.8-2 % of a core, a large part of the rig's CPU budget, for the
+    same lag distribution sampled more densely (p99 of a minute still rests on 1200 probes).
+    `keep` probes are kept: ~17 min.
     """
 
     def __init__(self, interval_s: float = 0.05, keep: int = 20_000) -> None:
