@@ -28,7 +28,7 @@ lint: setup
 	$(BIN)/ruff format --check src drivers tests benchmarks
 
 typecheck: setup
-	$(BIN)/mypy src drivers
+	$(BIN)/mypy src drivers benchmarks
 
 pytest: setup
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -264,7 +264,7 @@ def main() -> None:
     )
 
     # biosppy's onset detectors, per channel, summed over the channels
-    from biosppy.signals import emg as bemg  # type: ignore[import-untyped]
+    from biosppy.signals import emg as bemg
     from biosppy.signals import tools as btools
 
     size = round(0.025 * RATE_HZ)
@@ -320,7 +320,7 @@ def main() -> None:
                 meets_goal=v_proc / bios >= GOAL_VS_BIOSPPY,
             )
 
-        import neurokit2 as nk  # type: ignore[import-untyped]
+        import neurokit2 as nk
 
         nk_ch, nk_n = (1, round(2.0 * RATE_HZ)) if args.smoke else (2, n)
         t_nk = best_time(

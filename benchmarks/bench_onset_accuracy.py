@@ -67,10 +67,10 @@ def make_records(
 
 def nmcore_detector(method: str, **extra: float) -> Detector:
     params = OnsetParams(
-        method=method,  # type: ignore[arg-type]
+        method=method,
         rest_window_ms=REST_S * 1e3,
         response_window_ms=RESPONSE_S * 1e3,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
     def run(x: np.ndarray, rate_hz: float, stim: int) -> tuple[int | None, int | None]:

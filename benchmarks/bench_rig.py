@@ -174,19 +174,19 @@ def main() -> int:
             if m["motor_ms"] is not None and k in force:
                 motor_err.append(m["motor_ms"] - (force[k]["t_s"] - tm["t_s"]) * 1e3)
     _emit("trials_detected", len(results), "trials", truth=len(true_trials))
-    for name, errs in (
+    for name, trial_errs in (
         ("trigger_onset", trig_err),
         ("imu_onset", imu_err),
         ("emg_onset", onset_err),
         ("premotor_time", pre_err),
         ("motor_time", motor_err),
     ):
-        a = np.abs(np.array(errs)) if errs else np.array([np.nan])
+        a = np.abs(np.array(trial_errs)) if trial_errs else np.array([np.nan])
         _emit(
             f"{name}_mae",
             float(np.mean(a)),
             "ms",
-            n=len(errs),
+            n=len(trial_errs),
             p95=round(float(np.percentile(a, 95)), 3),
         )
     _emit("emg_onsets_missed", missed, "onsets")

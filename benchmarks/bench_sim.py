@@ -79,7 +79,7 @@ async def virtual_cpu(sim_s: float, naive: bool) -> tuple[float, int]:
             for s in d.device.streams:
                 s.chunk = 1  # generate exactly what each delivery event needs
             body = d.scenario.body
-            body.sway = body.sway_reference  # type: ignore[method-assign]
+            body.sway = body.sway_reference
     n_blocks = 0
 
     def count(_: Any) -> None:

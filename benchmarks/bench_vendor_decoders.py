@@ -152,7 +152,8 @@ def main() -> None:
     CytonDecoder().feed(cyton_stream(3))  # compile outside the timing
     BitalinoDecoder(6).feed(bitalino_stream(3))
 
-    cases = [
+    # (name, stream maker, fast decoder, baseline decoder, the field both must agree on)
+    cases: list[tuple[str, Callable[[int], bytes], Callable[[], Any], Callable[[], Any], str]] = [
         ("cyton", cyton_stream, CytonDecoder, BaselineCyton, "counts"),
         (
             "bitalino_6ch",

@@ -27,7 +27,16 @@ def main() -> int:
     args = parser.parse_args()
     scripts = sorted(HERE.glob("bench_*.py"))
     if args.only:
-        scripts = [s for s in scripts if s.stem.removeprefix("bench_") in args.only]
+        known = {s.stem.removeprefix("bench_"): s for s in scripts}
+        # "ring" or "bench_ring" or "bench_ring.py": a typo must not run nothing and pass
+        wanted = [name.removesuffix(".py").removeprefix("bench_") for name in args.only]
+        unknown = [name for name in wanted if name not in known]
+        if unknown:
+            parser.error(
+                f"--only: no benchmark named {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        scripts = [known[name] for name in sorted(set(wanted))]
     failed = []
     for script in scripts:
         t0 = time.monotonic()
