@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from nmcore._numba import entry_point
 from nmcore.buffer import _kernels as k
 
 F64 = npt.NDArray[np.float64]
@@ -164,6 +165,83 @@ def test_push_refuses_mismatched_shapes_without_writing(
     assert tuple(push(b.data, b.t, b.valid, b.meta, 3, np.ones((4, 3)), np.ones(4))) == (-1, 0, 0)
     assert tuple(push(b.data, b.t, b.valid, b.meta, 3, np.ones((4, 2)), np.ones(5))) == (-1, 0, 0)
     b.assert_equal(before)
+
+
+def _at_head_entry(b: Buffers) -> tuple[Callable[..., int], npt.NDArray[np.int64]]:
+    """The compiled `ring_push_at_head` for b's table (as `RingBuffer.push` calls it)."""
+    table = k.ring_table(b.data, b.t, b.valid, b.meta)
+    entry = entry_point(k.ring_push_at_head, (table, 0, np.empty((1, 1)), np.empty(1)))
+    return entry, table
+
+
+@pytest.mark.parametrize(("capacity", "n_channels", "seed"), [(37, 3, 1), (64, 16, 2), (5, 1, 3)])
+def test_push_at_head_through_the_table_matches_the_numpy_reference(
+    capacity: int, n_channels: int, seed: int
+) -> None:
+    """`ring_push_at_head` has no `.py_func` to compare with (its pointer intrinsics run only
+    compiled): the steady state of the random sequences, against the reference."""
+    rng = np.random.default_rng(seed)
+    got = Buffers(capacity, n_channels, start=3)
+    want = got.copy()
+    entry, table = _at_head_entry(got)
+    n_steady = 0
+    for first, data, t_s in random_push_sequence(rng, capacity, n_channels, 200):
+        first += 3
+        if first == want.meta[k.META_HEAD]:
+            assert entry(table, first, data, t_s) == push_reference(want, first, data, t_s)[0]
+            n_steady += 1
+        else:  # gaps and overlaps are `ring_push`'s (the facade's checked path)
+            assert entry(table, first, data, t_s) == -1
+            got.assert_equal(want)
+            push_reference(want, first, data, t_s)
+            k.ring_push(got.data, got.t, got.valid, got.meta, first, data, t_s)
+        got.assert_equal(want)
+    assert n_steady > 50
+
+
+def test_push_at_head_refuses_without_writing_what_is_not_the_steady_state() -> None:
+    b = Buffers(8, 2, start=4)
+    entry, table = _at_head_entry(b)
+    before = b.copy()
+    assert entry(table, 5, np.ones((3, 2)), np.ones(3)) == -1  # a gap
+    assert entry(table, 3, np.ones((3, 2)), np.ones(3)) == -1  # behind head
+    assert entry(table, 4, np.ones((3, 3)), np.ones(3)) == -1  # channels
+    assert entry(table, 4, np.ones((3, 2)), np.ones(4)) == -1  # times
+    b.assert_equal(before)
+    assert entry(table, 4, np.ones((3, 2)), np.arange(3.0)) == 3
+    assert b.meta[k.META_HEAD] == 7
+
+
+def test_ring_table_refuses_arrays_the_kernels_cannot_read() -> None:
+    b = Buffers(8, 2)
+    good = (b.data, b.t, b.valid, b.meta)
+    table = k.ring_table(*good)
+    assert table.shape == (k.RING_TABLE_LEN,)
+    assert table[k.RT_DATA] == b.data.ctypes.data
+    assert (table[k.RT_CAPACITY], table[k.RT_N_CHANNELS]) == (8, 2)
+    frozen = b.t.copy()
+    frozen.flags.writeable = False
+    bad = {
+        "ring data": (np.zeros((8, 4))[:, ::2], 0),
+        "ring t_s": (frozen, 1),
+        "ring valid": (b.valid.astype(np.int64), 2),
+        "ring meta": (b.meta.astype(">i8"), 3),
+    }
+    for name, (array, i) in bad.items():
+        args = list(good)
+        args[i] = array
+        with pytest.raises(ValueError, match=f"^{name} must be"):
+            k.ring_table(*args)
+    for i, array in ((1, b.t[:-1].copy()), (2, b.valid[:-1].copy()), (3, b.meta[:2].copy())):
+        args = list(good)
+        args[i] = array
+        with pytest.raises(ValueError, match="ring arrays disagree"):
+            k.ring_table(*args)
+    with pytest.raises(TypeError, match="ring meta must be a numpy array"):
+        k.ring_table(b.data, b.t, b.valid, [0, 0, 0, 0, 0])  # type: ignore[arg-type]
+    # the kernels write through the table's addresses: nobody else may change them
+    with pytest.raises(ValueError, match="read-only"):
+        table[0] = 0
 
 
 READ_IMPLS = [pytest.param(k.ring_read, id="jit"), pytest.param(k.ring_read.py_func, id="py_func")]

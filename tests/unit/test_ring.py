@@ -262,6 +262,29 @@ def test_non_contiguous_block_is_written_correctly() -> None:
     np.testing.assert_array_equal(window.t_s, np.arange(0.0, 12.0, 2.0))
 
 
+def test_steady_blocks_of_every_array_type_land_alike() -> None:
+    """A block at head of the compiled entry point's type (float64, C-contiguous, aligned,
+    writeable, an int index) takes the fast path; any other (a strided view, a read-only
+    array, a numpy integer index) the checked one: the same samples either way."""
+    rng = np.random.default_rng(5)
+    fast, checked = RingBuffer(3, 50), RingBuffer(3, 50)
+    for i in range(40):
+        n = int(rng.integers(0, 12))
+        data = rng.standard_normal((n, 3))
+        t_s = time_of_index(np.arange(fast.head, fast.head + n))
+        assert fast.push(fast.head, data, t_s) == PushResult(n, 0, 0)
+        other = [np.asfortranarray(data), data.copy()][i % 2]
+        if i % 2:
+            other.flags.writeable = False
+        wide = np.empty((n, 6))
+        wide[:, ::2] = data
+        view = [wide[:, ::2], other][i % 3 == 0]
+        assert checked.push(np.int64(checked.head), view, t_s.copy()) == PushResult(n, 0, 0)
+    for a, b in ((fast.data, checked.data), (fast.t_s, checked.t_s), (fast.valid, checked.valid)):
+        np.testing.assert_array_equal(a, b)
+    assert fast.head == checked.head == fast.written_total == checked.written_total
+
+
 def test_push_results_for_clean_blocks_are_shared_and_correct() -> None:
     ring = RingBuffer(1, 64)
     first = ring.push(0, np.ones((4, 1)), np.arange(4.0))
@@ -326,8 +349,8 @@ def test_warm_compiles_every_kernel_the_facade_uses() -> None:
     code = (
         "from nmcore.buffer import _kernels as k\n"
         "from nmcore.buffer.ring import _warm\n"
-        "kernels = (k.ring_push, k.ring_read, k.ring_time_span, k.ring_count_invalid,\n"
-        "    k.ring_bin_means)\n"
+        "kernels = (k.ring_push, k.ring_push_at_head, k.ring_read, k.ring_time_span,\n"
+        "    k.ring_count_invalid, k.ring_bin_means)\n"
         "assert not any(f.signatures for f in kernels)\n"
         "_warm()\n"
         "print(sum(bool(f.signatures) for f in kernels))\n"
@@ -335,4 +358,4 @@ def test_warm_compiles_every_kernel_the_facade_uses() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=100
     )
-    assert out.stdout.strip() == "5"
+    assert out.stdout.strip() == "6"

@@ -17,10 +17,12 @@ per sample, because a 64-bit modulo costs more than the copy of a 16-channel row
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import numpy.typing as npt
 
-from nmcore._numba import jit
+from nmcore._numba import ENTRY_FLAGS, carray, f64_at, i64_at, jit, u8_at
 
 __all__ = [
     "META_GAP_TOTAL",
@@ -29,12 +31,17 @@ __all__ = [
     "META_REJECTED_TOTAL",
     "META_START",
     "META_WRITTEN_TOTAL",
+    "RING_TABLE_LEN",
+    "check_kernel_arrays",
+    "fill_ring_slots",
     "ring_bin_means",
     "ring_count_invalid",
     "ring_lower_bound_time",
     "ring_oldest",
     "ring_push",
+    "ring_push_at_head",
     "ring_read",
+    "ring_table",
     "ring_time_key",
     "ring_time_span",
 ]
@@ -50,6 +57,13 @@ F64 = npt.NDArray[np.float64]
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
 B = npt.NDArray[np.bool_]
+
+# `ring_table` slots: the four arrays' addresses, and the two sizes (meta is META_LEN long)
+RT_DATA, RT_CAPACITY, RT_N_CHANNELS = 0, 1, 2
+RT_T = 3
+RT_VALID = 4
+RT_META = 5
+RING_TABLE_LEN = 6
 
 
 @jit
@@ -120,6 +134,99 @@ def ring_push(
     meta[META_REJECTED_TOTAL] += rejected
     meta[META_WRITTEN_TOTAL] += written
     return written, gap, rejected
+
+
+@jit
+def ring_push_at_head(table: I64, first_index: int, data: F64, t_s: F64) -> int:
+    """`ring_push` on the arrays `table` (from `ring_table`) points to, for a block that
+    starts at head (the steady state: nothing missing, nothing refused): return the samples
+    written, or -1 without touching anything when the block does not start at head or has
+    the wrong number of channels or times. Four arguments, not seven: calling compiled code
+    from Python costs per array argument (see `ring_table`)."""
+    capacity = table[RT_CAPACITY]
+    n_channels = table[RT_N_CHANNELS]
+    meta = carray(i64_at(table[RT_META]), (META_LEN,))
+    if table.shape[0] != RING_TABLE_LEN or first_index != meta[META_HEAD]:
+        return -1
+    written, _gap, _rejected = ring_push(
+        carray(f64_at(table[RT_DATA]), (capacity, n_channels)),
+        carray(f64_at(table[RT_T]), (capacity,)),
+        carray(u8_at(table[RT_VALID]), (capacity,)),
+        meta,
+        first_index,
+        data,
+        t_s,
+    )
+    return written
+
+
+def check_kernel_arrays(arrays: Iterable[tuple[str, np.ndarray, int, type]]) -> None:
+    """Refuse, naming it, any (name, array, ndim, dtype) whose array a kernel reached
+    through a table of addresses could not read as its own type: native `dtype`, `ndim`
+    dimensions, `ENTRY_FLAGS` (C-contiguous, aligned, writeable)."""
+    for name, a, ndim, dtype in arrays:
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
+        if not (
+            a.dtype == dtype
+            and a.dtype.isnative
+            and a.ndim == ndim
+            and a.flags.num & ENTRY_FLAGS == ENTRY_FLAGS
+        ):
+            f = a.flags
+            raise ValueError(
+                f"{name} must be a C-contiguous, aligned, writeable {ndim}-D "
+                f"{np.dtype(dtype)} array; got {a.ndim}-D {a.dtype} (c_contiguous="
+                f"{f.c_contiguous}, aligned={f.aligned}, writeable={f.writeable}): pass the "
+                "ring's (and the detector's) own arrays"
+            )
+
+
+def fill_ring_slots(table: I64, buf_data: F64, buf_t: F64, buf_valid: U8, meta: I64) -> None:
+    """Write the ring's slots (the first RING_TABLE_LEN) of a table; the caller checked the
+    arrays (`check_kernel_arrays`) and their sizes."""
+    table[RT_DATA] = buf_data.ctypes.data
+    table[RT_CAPACITY] = buf_data.shape[0]
+    table[RT_N_CHANNELS] = buf_data.shape[1]
+    table[RT_T] = buf_t.ctypes.data
+    table[RT_VALID] = buf_valid.ctypes.data
+    table[RT_META] = meta.ctypes.data
+
+
+def ring_table(buf_data: F64, buf_t: F64, buf_valid: U8, meta: I64) -> I64:
+    """The read-only int64 table of a ring's four arrays' addresses and sizes, which
+    `ring_push_at_head` reads them through (the pipeline's fused EMG kernel reads a table
+    that starts with the same slots): numba builds a reference for every array argument of
+    a call from Python (~55 ns each), a good part of a 32 x 16 push.
+
+    The kernels write through these addresses, so the caller must keep every array alive
+    and in place for as long as it uses the table. Each must be the exact type the kernels
+    read (`check_kernel_arrays`), with sizes that agree; ValueError says which is not."""
+    check_kernel_arrays(
+        (
+            ("ring data", buf_data, 2, np.float64),
+            ("ring t_s", buf_t, 1, np.float64),
+            ("ring valid", buf_valid, 1, np.uint8),
+            ("ring meta", meta, 1, np.int64),
+        )
+    )
+    capacity = buf_data.shape[0]
+    # the kernels index without bounds checks: every size they rely on is checked here
+    if (
+        capacity < 1
+        or buf_t.shape != (capacity,)
+        or buf_valid.shape != (capacity,)
+        or meta.shape != (META_LEN,)
+    ):
+        raise ValueError(
+            f"ring arrays disagree: data {buf_data.shape}, t_s {buf_t.shape}, valid "
+            f"{buf_valid.shape}, meta {meta.shape} (want t_s and valid (capacity,), "
+            f"capacity >= 1, meta ({META_LEN},))"
+        )
+    table = np.zeros(RING_TABLE_LEN, dtype=np.int64)
+    fill_ring_slots(table, buf_data, buf_t, buf_valid, meta)
+    table.flags.writeable = False  # addresses the kernels write through
+    return table
 
 
 @jit

@@ -7,14 +7,17 @@ sample's channel values, its host time `t_s` (from the clock model) and a validi
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, NoReturn
 
 import numpy as np
 import numpy.typing as npt
 
+from nmcore._numba import ENTRY_FLAGS, entry_point
 from nmcore.buffer import _kernels as k
 
 __all__ = ["PushResult", "RingBuffer", "RingState", "Window"]
@@ -119,6 +122,8 @@ class RingBuffer:
         self._start = start_index
         self._head = start_index
         self._ok_results: dict[int, PushResult] = {}
+        # the arrays never move: the steady-state push reaches them through this table
+        self._table = k.ring_table(self._data, self._t, self._valid, self._meta)
 
     @classmethod
     def for_history(cls, n_channels: int, rate_hz: float, history_s: float) -> RingBuffer:
@@ -201,28 +206,32 @@ class RingBuffer:
         longer than the ring just invalidates all of it). Samples with index < head are
         refused and counted (`rejected_samples`); the rest are written.
         """
+        head = self._head
+        # The steady state (the block starts at head: nothing missing, nothing refused) goes
+        # to the compiled entry point of `ring_push_at_head`, skipping numba's per-call typing
+        # of seven arguments; so the block's two arrays are checked here to be the compiled
+        # types. Shapes are checked in the kernel, which returns -1 then.
+        if first_index == head and fits_entry_points(first_index, data, t_s):
+            n = _push_at_head()(self._table, first_index, data, t_s)
+            if n >= 0:
+                # PushResult is immutable, so one instance per block size is shared
+                # (building a frozen dataclass costs as much as the kernel call)
+                self._head = head + n
+                result = self._ok_results.get(n)
+                if result is None:
+                    result = self._ok_results.setdefault(n, PushResult(n, 0, 0))
+                return result
+            self._raise_bad_block(data, t_s)
         # Python checks only what the kernel cannot: a dtype or layout numba has not seen
-        # would compile a new specialisation (a 0.2 s stall) instead of failing. Shapes are
-        # checked in the kernel, which returns -1 then. This runs once per block.
+        # would compile a new specialisation (a 0.2 s stall) instead of failing.
         if data.dtype != _F64 or t_s.dtype != _F64 or data.ndim != 2 or t_s.ndim != 1:
             self._raise_bad_block(data, t_s)
         if not data.flags.c_contiguous:
             data = np.ascontiguousarray(data)
         if not t_s.flags.c_contiguous:
             t_s = np.ascontiguousarray(t_s)
-        head = self._head
         counts = k.ring_push(self._data, self._t, self._valid, self._meta, first_index, data, t_s)
-        n = counts[0]
-        if first_index == head and n >= 0:
-            # The steady state: contiguous, so nothing missing and nothing refused. PushResult
-            # is immutable, so one instance per block size is shared (building a frozen
-            # dataclass costs as much as the kernel call).
-            self._head = head + n
-            result = self._ok_results.get(n)
-            if result is None:
-                result = self._ok_results.setdefault(n, PushResult(n, 0, 0))
-            return result
-        if n < 0:
+        if counts[0] < 0:
             self._raise_bad_block(data, t_s)
         written, gap, rejected = counts
         # `_head` mirrors meta[META_HEAD] so `head` costs no numpy scalar access.
@@ -364,6 +373,35 @@ class RingBuffer:
             f"RingBuffer(n_channels={self._n_channels}, capacity={self._capacity}, "
             f"held=[{self.oldest}, {self.head}))"
         )
+
+
+def fits_entry_points(first_index: object, data: np.ndarray, t_s: np.ndarray) -> bool:
+    """The block is of the one type the compiled entry points that take blocks are built
+    for (`_push_at_head`, the pipeline's fused EMG call): an int index, float64 data 2-D
+    and times 1-D, both `ENTRY_FLAGS`. An entry point reads whatever it gets as its own
+    types, so nothing else may reach one."""
+    return (
+        type(first_index) is int
+        and (data.dtype is _F64 or data.dtype == _F64)
+        and (t_s.dtype is _F64 or t_s.dtype == _F64)
+        and data.ndim == 2
+        and t_s.ndim == 1
+        and data.flags.num & ENTRY_FLAGS == ENTRY_FLAGS
+        and t_s.flags.num & ENTRY_FLAGS == ENTRY_FLAGS
+    )
+
+
+@functools.cache
+def _push_at_head() -> Callable[[npt.NDArray[np.int64], int, FloatArray, FloatArray], int]:
+    """The compiled `ring_push_at_head` for a ring's table and a float64 block (compiled, or
+    loaded from the cache, on first use: `_warm` makes that start-up)."""
+    table = k.ring_table(
+        np.empty((1, 1)), np.empty(1), np.zeros(1, np.uint8), np.zeros(k.META_LEN, np.int64)
+    )
+    entry: Callable[[npt.NDArray[np.int64], int, FloatArray, FloatArray], int] = entry_point(
+        k.ring_push_at_head, (table, 0, np.empty((1, 1)), np.empty(1))
+    )
+    return entry
 
 
 def _warm() -> None:

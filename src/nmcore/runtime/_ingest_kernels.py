@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -54,16 +53,17 @@ I64 = npt.NDArray[np.int64]
 ArraysKernel = Callable[[F64, F64, U8, I64, int, F64, F64, F64, I64, F64], int]
 IngestKernel = Callable[[I64, int, F64, F64], int]
 
-# `state_table` slots: addresses, and the sizes that are not constants (meta is META_LEN
-# long, istate (n_channels, N_ISTATE), hist (2, rows, n_channels): `state_table` checks)
-T_RING_DATA, T_CAPACITY, T_N_CHANNELS = 0, 1, 2
-T_RING_T = 3
-T_RING_VALID = 4
-T_META = 5
-T_WORK, T_WORK_LEN = 6, 7
-T_ISTATE = 8
-T_HIST, T_HIST_ROWS = 9, 10
-TABLE_LEN = 11
+# `state_table` slots: the ring's table (`buffer._kernels.ring_table`), then the chain's
+# addresses and the sizes that are not constants (istate (n_channels, N_ISTATE), hist
+# (2, rows, n_channels): `state_table` checks)
+T_RING_DATA, T_CAPACITY, T_N_CHANNELS = ring_k.RT_DATA, ring_k.RT_CAPACITY, ring_k.RT_N_CHANNELS
+T_RING_T = ring_k.RT_T
+T_RING_VALID = ring_k.RT_VALID
+T_META = ring_k.RT_META
+T_WORK, T_WORK_LEN = ring_k.RING_TABLE_LEN, ring_k.RING_TABLE_LEN + 1
+T_ISTATE = ring_k.RING_TABLE_LEN + 2
+T_HIST, T_HIST_ROWS = ring_k.RING_TABLE_LEN + 3, ring_k.RING_TABLE_LEN + 4
+TABLE_LEN = ring_k.RING_TABLE_LEN + 5
 
 
 def _callee_digest() -> int:
@@ -146,46 +146,29 @@ _DIGEST = _callee_digest()
 push_chain_arrays = _make_arrays_kernel(_DIGEST)
 ingest_push_chain = _make_table_kernel(_DIGEST)
 
-# (name, dtype, ndim) of the arrays `state_table` takes, in its argument order
-_TABLE_ARRAYS = (
-    ("ring data", np.dtype(np.float64), 2),
-    ("ring t_s", np.dtype(np.float64), 1),
-    ("ring valid", np.dtype(np.uint8), 1),
-    ("ring meta", np.dtype(np.int64), 1),
-    ("chain work", np.dtype(np.float64), 1),
-    ("chain istate", np.dtype(np.int64), 2),
-    ("chain hist", np.dtype(np.float64), 3),
-)
-
 
 def state_table(
     ring_data: F64, ring_t: F64, ring_valid: U8, meta: I64, work: F64, istate: I64, hist: F64
 ) -> I64:
     """The (read-only) int64 table of the seven state arrays' addresses and shapes that
-    `ingest_push_chain` reads them through.
+    `ingest_push_chain` reads them through: the ring's table (`ring_k.ring_table`), then
+    the chain's slots.
 
     The kernel writes through these addresses, so the caller must keep every array alive
     (and in place) for as long as it uses the table. Each array must be the exact type the
     kernel reads: native dtype, C-contiguous, aligned and writeable (ValueError names the
     one that is not), with shapes that agree (a detector for the ring's channels)."""
-    arrays: tuple[np.ndarray, ...] = (ring_data, ring_t, ring_valid, meta, work, istate, hist)
-    for (name, dtype, ndim), a in zip(_TABLE_ARRAYS, arrays, strict=True):
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
-        f = a.flags
-        if not (
-            a.dtype == dtype
-            and a.dtype.isnative
-            and a.ndim == ndim
-            and f.c_contiguous
-            and f.aligned
-            and f.writeable
-        ):
-            raise ValueError(
-                f"{name} must be a C-contiguous, aligned, writeable {ndim}-D {dtype} array; got "
-                f"{a.ndim}-D {a.dtype} (c_contiguous={f.c_contiguous}, aligned={f.aligned}, "
-                f"writeable={f.writeable}): pass the ring's and the detector's own arrays"
-            )
+    ring_k.check_kernel_arrays(
+        (
+            ("ring data", ring_data, 2, np.float64),
+            ("ring t_s", ring_t, 1, np.float64),
+            ("ring valid", ring_valid, 1, np.uint8),
+            ("ring meta", meta, 1, np.int64),
+            ("chain work", work, 1, np.float64),
+            ("chain istate", istate, 2, np.int64),
+            ("chain hist", hist, 3, np.float64),
+        )
+    )
     capacity, n_ch = ring_data.shape
     # the kernel indexes without bounds checks: every shape it relies on is checked here
     if (
@@ -205,10 +188,7 @@ def state_table(
             f"{emg_k.N_ISTATE}), hist (2, n >= 1, channels): a detector for the ring's channels)"
         )
     table = np.zeros(TABLE_LEN, dtype=np.int64)
-    table[[T_RING_DATA, T_CAPACITY, T_N_CHANNELS]] = ring_data.ctypes.data, capacity, n_ch
-    table[T_RING_T] = ring_t.ctypes.data
-    table[T_RING_VALID] = ring_valid.ctypes.data
-    table[T_META] = meta.ctypes.data
+    ring_k.fill_ring_slots(table, ring_data, ring_t, ring_valid, meta)
     table[[T_WORK, T_WORK_LEN]] = work.ctypes.data, work.shape[0]
     table[T_ISTATE] = istate.ctypes.data
     table[[T_HIST, T_HIST_ROWS]] = hist.ctypes.data, hist.shape[1]
@@ -217,15 +197,9 @@ def state_table(
 
 
 def entry_point_for(args: Sequence[object]) -> IngestKernel:
-    """The compiled `ingest_push_chain` for exactly these arguments' types (compiled, or
-    loaded from the cache, now: not per block).
-
-    Calling it skips numba's per-call dispatch (typing the arguments and picking the
-    specialisation, ~0.3 us a block) and with it numba's check: the caller must pass only
-    arrays of the types `args` had (for `data` and `t_s`: float64, C-contiguous, aligned,
-    writeable, 2-D and 1-D), because a compiled entry point reads whatever it gets as its
-    own types. `StreamState.push_chain` checks the block's two arrays before every call."""
-    kernel: Any = ingest_push_chain  # the numba dispatcher behind the typed name
-    sig = tuple(kernel.typeof_pyval(a) for a in args)
-    entry: IngestKernel = kernel.compile(sig)
+    """The compiled `ingest_push_chain` for exactly these arguments' types (`_numba.
+    entry_point`): the caller must pass only arrays of the types `args` had (for `data` and
+    `t_s`: float64, 2-D and 1-D, `ENTRY_FLAGS`). `StreamState.push_chain` checks the
+    block's two arrays before every call."""
+    entry: IngestKernel = _numba.entry_point(ingest_push_chain, tuple(args))
     return entry

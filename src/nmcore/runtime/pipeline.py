@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from nmcore.buffer.ring import PushResult, RingBuffer, RingState
+from nmcore.buffer.ring import PushResult, RingBuffer, RingState, fits_entry_points
 from nmcore.buffer.sequence import SequenceTracker
 from nmcore.clock import ClockModel, TickUnwrapper
 from nmcore.model import Event, SampleBlock, StreamDescriptor
@@ -28,8 +28,6 @@ from nmcore.runtime._ingest_kernels import entry_point_for, state_table
 __all__ = ["Pipeline", "StreamCounters", "StreamState"]
 
 log = logging.getLogger("nmcore.runtime.pipeline")
-
-_F64 = np.dtype(np.float64)
 
 
 @dataclass(slots=True)
@@ -81,23 +79,13 @@ class StreamState:
 
         The fused call goes to the compiled entry point directly (numba's dispatch would
         type every argument per block); so the two arrays that change per block are
-        checked here to be the compiled type: float64 (the native descriptor), 2-D and
-        1-D, C-contiguous, aligned and writeable. The ring's and the chain's arrays were
-        checked once, when the chain was bound, and reach the kernel as one table of their
-        addresses (`_ingest_kernels.state_table`)."""
+        checked here to be the compiled type (`buffer.ring.fits_entry_points`). The ring's
+        and the chain's arrays were checked once, when the chain was bound, and reach the
+        kernel as one table of their addresses (`_ingest_kernels.state_table`)."""
         fused = self._fused
         if self.chain is not self._bound_chain:
             fused = self._bind_chain()
-        if (
-            fused is not None
-            and type(first_index) is int
-            and (data.dtype is _F64 or data.dtype == _F64)
-            and (t_s.dtype is _F64 or t_s.dtype == _F64)
-            and data.ndim == 2
-            and t_s.ndim == 1
-            and data.flags.num & _KERNEL_FLAGS == _KERNEL_FLAGS
-            and t_s.flags.num & _KERNEL_FLAGS == _KERNEL_FLAGS
-        ):
+        if fused is not None and fits_entry_points(first_index, data, t_s):
             events: int = fused[0](fused[1], first_index, data, t_s)
             self.chain_events = events
             if events >= 0:
@@ -135,11 +123,6 @@ class StreamState:
         # the ring's arrays never move: unpacked once, not per block
         self._ring_args = self.ring.state
         self._pushed_by_kernel = self.ring.pushed_by_kernel
-
-
-# numpy's flag bits (`ndarray.flags.num`) of the one block layout the fused kernel is
-# compiled for: C-contiguous, aligned, writeable
-_KERNEL_FLAGS = 0x0001 | 0x0100 | 0x0400
 
 
 BlockListener = Callable[[StreamState, int, int], None]
