@@ -207,6 +207,7 @@ def test_push_at_head_refuses_without_writing_what_is_not_the_steady_state() -> 
     assert entry(table, 3, np.ones((3, 2)), np.ones(3)) == -1  # behind head
     assert entry(table, 4, np.ones((3, 3)), np.ones(3)) == -1  # channels
     assert entry(table, 4, np.ones((3, 2)), np.ones(4)) == -1  # times
+    assert entry(table[:3], 4, np.ones((3, 2)), np.ones(3)) == -1  # not a ring table
     b.assert_equal(before)
     assert entry(table, 4, np.ones((3, 2)), np.arange(3.0)) == 3
     assert b.meta[k.META_HEAD] == 7

@@ -143,10 +143,12 @@ def ring_push_at_head(table: I64, first_index: int, data: F64, t_s: F64) -> int:
     written, or -1 without touching anything when the block does not start at head or has
     the wrong number of channels or times. Four arguments, not seven: calling compiled code
     from Python costs per array argument (see `ring_table`)."""
+    if table.shape[0] != RING_TABLE_LEN:  # before any slot is read (no bounds checks)
+        return -1
     capacity = table[RT_CAPACITY]
     n_channels = table[RT_N_CHANNELS]
     meta = carray(i64_at(table[RT_META]), (META_LEN,))
-    if table.shape[0] != RING_TABLE_LEN or first_index != meta[META_HEAD]:
+    if first_index != meta[META_HEAD]:
         return -1
     written, _gap, _rejected = ring_push(
         carray(f64_at(table[RT_DATA]), (capacity, n_channels)),
