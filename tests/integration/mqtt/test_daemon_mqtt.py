@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -169,6 +170,11 @@ async def test_status_will_results_and_commands(broker: Any, station: str, tmp_p
 
             results: list[TrialResultMessage] = []
             live: dict[str, list[LiveMessage]] = {}
+            # Trials run from 1.5 s after the devices start: one may close before the daemon
+            # has the subject. Results are stamped with the subject when published, so a
+            # trial whose stimulus came after set_subject's reply (host monotonic clock,
+            # shared with the daemon) must carry it; the two trials checked are such.
+            subject_set_s = math.inf
             async with asyncio.timeout(60):
                 async for msg in client.messages:
                     topic = str(msg.topic)
@@ -176,8 +182,14 @@ async def test_status_will_results_and_commands(broker: Any, station: str, tmp_p
                     if topic == reply_topic:
                         corr = msg.properties.CorrelationData.decode()  # type: ignore[union-attr]
                         replies[corr] = CommandReply.model_validate_json(raw)
+                        if corr == "c2":
+                            subject_set_s = time.monotonic()
                     elif topic == f"{base}/trial/result":
-                        results.append(TrialResultMessage.model_validate_json(raw))
+                        result = TrialResultMessage.model_validate_json(raw)
+                        if result.stimulus_s > subject_set_s:
+                            results.append(result)
+                        else:
+                            assert result.subject_id in (None, "P07")
                     elif topic.startswith(f"{base}/live/"):
                         msg_live = LiveMessage.model_validate_json(raw)
                         assert topic.endswith(f"/{msg_live.stream_id}")
