@@ -499,7 +499,6 @@ def _child_firmware(args: argparse.Namespace) -> dict[str, Any]:
     `nmcore.serial` (pty, COBS framing, decoding, scaling, time-sync pings), the pipeline
     and the AGLR EMG detector. Every CPU second here is the daemon's own."""
     import re
-    import subprocess
 
     build = Path.cwd() / "fw-build"
     subprocess.run(

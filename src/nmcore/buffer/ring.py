@@ -122,8 +122,10 @@ class RingBuffer:
         self._start = start_index
         self._head = start_index
         self._ok_results: dict[int, PushResult] = {}
-        # the arrays never move: the steady-state push reaches them through this table
+        # the arrays never move: the steady-state push reaches them through this table, with
+        # the compiled entry point bound here, not looked up per block
         self._table = k.ring_table(self._data, self._t, self._valid, self._meta)
+        self._push_entry = _push_at_head()
 
     @classmethod
     def for_history(cls, n_channels: int, rate_hz: float, history_s: float) -> RingBuffer:
@@ -212,7 +214,7 @@ class RingBuffer:
         # of seven arguments; so the block's two arrays are checked here to be the compiled
         # types. Shapes are checked in the kernel, which returns -1 then.
         if first_index == head and fits_entry_points(first_index, data, t_s):
-            n = _push_at_head()(self._table, first_index, data, t_s)
+            n = self._push_entry(self._table, first_index, data, t_s)
             if n >= 0:
                 # PushResult is immutable, so one instance per block size is shared
                 # (building a frozen dataclass costs as much as the kernel call)
@@ -394,7 +396,8 @@ def fits_entry_points(first_index: object, data: np.ndarray, t_s: np.ndarray) ->
 @functools.cache
 def _push_at_head() -> Callable[[npt.NDArray[np.int64], int, FloatArray, FloatArray], int]:
     """The compiled `ring_push_at_head` for a ring's table and a float64 block (compiled, or
-    loaded from the cache, on first use: `_warm` makes that start-up)."""
+    loaded from the cache, when the process's first ring is built: before the daemon is
+    ready, in `Pipeline` and in `_warm`)."""
     table = k.ring_table(
         np.empty((1, 1)), np.empty(1), np.zeros(1, np.uint8), np.zeros(k.META_LEN, np.int64)
     )
