@@ -31,9 +31,10 @@ Figures (one JSON object per line on stdout; the load average rides along in `co
   costs in all, wake-ups included). daemon_net_cpu_us_per_block: per block.
 - daemon_wakeup_floor_cpu_pct: what the net figure's wake-ups cost on their own: an event
   loop that only wakes as often as the daemon's loop thread did (its voluntary context
-  switches, counted over the same window), from independent ~62.5 Hz sources, timer-paced
-  as the simulated transport (the value) and as reader callbacks on ptys that another
-  process writes to, as serial ports (`pty_*`); `above_floor_pct` is the work on top.
+  switches, counted over the same window), from independent ~62.5 Hz sources, as clock
+  timer callbacks like the simulated devices' `stream()` (the value) and as reader
+  callbacks on ptys that another process writes to, as serial ports (`pty_*`);
+  `above_floor_pct` is the work on top.
 - daemon_cpu_pct_firmware_pty: the daemon with no simulator in the process: `nmcore.serial`
   reading the reference firmware's host build (`firmware/`, built with make + gcc, another
   process) over a pty (16 EMG at 2 kHz, an IMU, 4 force channels; the AGLR detector),
@@ -67,6 +68,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -400,8 +402,8 @@ def _child_wakefloor(args: argparse.Namespace) -> dict[str, Any]:
     a second from independent sources (one per ~62.5 Hz device: a serial port's 16 ms bursts,
     a BLE link's 15 ms events), random phases, 0.5 ms of jitter, each doing nothing but going
     back to sleep, on the daemon's event loop. Two kinds, `args.seconds` each:
-    - timer: a task sleeping to its next delivery, as the simulated transport paces (and as
-      a real transport's consumer task is woken: a callback, then a task step);
+    - timer: a clock callback that schedules the next one, as the simulated devices deliver
+      (`stream()`: one pass of the loop per delivery, no task step);
     - pty: a reader callback on a pseudo-terminal another process writes 64 bytes to, as a
       serial port wakes the loop (the bare callback only: no task, no decoding).
     What the daemon spends above these is the work it does per wake."""
@@ -434,17 +436,18 @@ def _child_wakefloor(args: argparse.Namespace) -> dict[str, Any]:
         out[f"{kind}_wakeups_per_s"] = wakes / (w1 - w0)
         out[f"{kind}_us_per_wakeup"] = 1e6 * (c1 - c0) / max(1, wakes)
 
-    async def source() -> None:
-        t = clock.now() + rng.uniform(0.0, period_s)
-        while True:
-            await clock.sleep_until(t + rng.uniform(0.0, 5e-4))
-            t += period_s
+    def source(t: float, handles: list[Any], i: int) -> None:
+        handles[i] = clock.call_at(
+            t + rng.uniform(0.0, 5e-4), partial(source, t + period_s, handles, i)
+        )
 
     async def timers() -> None:
-        tasks = [asyncio.create_task(source()) for _ in range(n_sources)]
+        handles: list[Any] = [None] * n_sources
+        for i in range(n_sources):
+            source(clock.now() + rng.uniform(0.0, period_s), handles, i)
         await window("timer")
-        for t in tasks:
-            t.cancel()
+        for h in handles:
+            h.cancel()
 
     async def ptys() -> None:
         loop = asyncio.get_running_loop()

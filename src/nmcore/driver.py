@@ -61,6 +61,12 @@ class Driver(Protocol):
     - `open`: connect and start streaming; raise `DeviceError` with an actionable message.
     - `blocks`: yield sample blocks until the device is gone (`DeviceGoneError`) or closed.
     - `close`: release OS resources; idempotent, never raises for a device already gone.
+
+    Optional: `async def stream(self, on_block: Callable[[SampleBlock], None]) -> None`, the
+    same blocks handed to `on_block` from the driver's own callbacks (a timer, a reader, a
+    notification) instead of yielded to a task: a delivery then costs one pass of the event
+    loop instead of two. It returns when closed, raises `DeviceGoneError` when the device is
+    gone, and raises whatever `on_block` raised. The runtime prefers it when present.
     """
 
     Options: ClassVar[type[BaseModel]]

@@ -292,8 +292,16 @@ def make_driver(port: Path, *, ctx: DriverContext, **options: Any) -> NmcoreSeri
     return NmcoreSerialDriver("fw", {"port": str(port), **options}, ctx)
 
 
-async def pump(driver: NmcoreSerialDriver, cap: Capture, duration_s: float) -> None:
-    """Feed the driver's blocks to the pipeline for `duration_s` of host time."""
+async def pump(
+    driver: NmcoreSerialDriver, cap: Capture, duration_s: float, delivery: str = "blocks"
+) -> None:
+    """Feed the driver's blocks to the pipeline for `duration_s` of host time, iterating
+    `blocks()` or from `stream()`'s reader callbacks (what the daemon's supervisor uses)."""
+    if delivery == "stream":
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(duration_s):
+                await driver.stream(cap.on_block)
+        return
     loop = asyncio.get_running_loop()
     end = loop.time() + duration_s
     blocks = driver.blocks()
@@ -343,7 +351,10 @@ def check_values(cap: Capture, driver: NmcoreSerialDriver, seed: int, name: str)
 # Real time on a shared 2-core machine: arrivals delayed by other processes bias the
 # envelope by ~0.1 ms in the odd run; a systematic error fails every attempt.
 @pytest.mark.flaky(reruns=2)
-async def test_sample_times_match_the_device_clock_truth(fw_bin: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("delivery", ["blocks", "stream"])
+async def test_sample_times_match_the_device_clock_truth(
+    fw_bin: Path, tmp_path: Path, delivery: str
+) -> None:
     """Reconstructed host times of every EMG, IMU and force sample against the truth.
 
     What "truth" is: the firmware's device clock is `clock_start_us + (1 + P·1e-6) · (host
@@ -395,7 +406,7 @@ async def test_sample_times_match_the_device_clock_truth(fw_bin: Path, tmp_path:
                 return replies
 
             trig_task = asyncio.create_task(triggers())
-            await pump(driver, cap, 4.0)
+            await pump(driver, cap, 4.0, delivery)
             replies = await trig_task
         finally:
             await driver.close()

@@ -146,6 +146,62 @@ async def test_serial_transport_unplug_delivers_then_raises_gone(link: Path) -> 
         holder.unplug()
 
 
+async def test_serial_transport_delivers_to_a_callback_then_tells_gone(link: Path) -> None:
+    """`deliver_to`: queued chunks first, then every read from the reader callback, then
+    `on_gone` once; `deliver_to(None)` queues again."""
+    dev = PtyDevice(link)
+    dev.plug()
+    clock = StepClock()
+    tr = SerialTransport(str(link), baudrate=115200, clock=clock, device_id="emg1")
+    await tr.open()
+    got: list[tuple[bytes, float]] = []
+    gone: list[str] = []
+    try:
+        dev.send(b"queued")
+        await _wait_for(lambda: tr.pending_chunks() > 0)
+        tr.deliver_to(lambda c: got.append((c.data, c.arrival_s)), gone.append)
+        assert [d for d, _ in got] == [b"queued"]
+        assert tr.pending_chunks() == 0
+        dev.send(b"pushed")
+        await _wait_for(lambda: len(got) == 2)
+        assert got[1] == (b"pushed", got[0][1] + 1.0)  # stamped once, at the read
+        tr.deliver_to(None)
+        dev.send(b"back to the queue")
+        assert (await asyncio.wait_for(tr.read_chunk(), 2)).data == b"back to the queue"
+        assert len(got) == 2
+        tr.deliver_to(lambda c: got.append((c.data, c.arrival_s)), gone.append)
+        dev.send(b"last words")
+        await _wait_for(lambda: len(got) == 3)
+        dev.unplug()
+        await _wait_for(lambda: bool(gone))
+        assert len(gone) == 1
+        assert "serial port" in gone[0]
+        assert [d for d, _ in got] == [b"queued", b"pushed", b"last words"]
+    finally:
+        await tr.close()
+        dev.unplug()
+    assert len(gone) == 1  # told once, not again at close
+    # a port already gone (or never opened) is told at once
+    late: list[str] = []
+    tr.deliver_to(got.append, late.append)
+    assert len(late) == 1
+
+
+async def test_serial_transport_close_tells_the_callback(link: Path) -> None:
+    dev = PtyDevice(link)
+    dev.plug()
+    tr = SerialTransport(str(link), baudrate=115200, clock=MonotonicClock(), device_id="d")
+    await tr.open()
+    gone: list[str] = []
+    try:
+        tr.deliver_to(lambda c: None, gone.append)
+        await tr.close()
+        assert gone == ["port closed"]
+    finally:
+        await tr.close()
+        dev.unplug()
+
+
 async def test_serial_transport_port_in_use_by_another_process(link: Path) -> None:
     dev = PtyDevice(link)
     dev.plug()

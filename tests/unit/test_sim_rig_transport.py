@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -227,14 +228,15 @@ async def test_dropped_and_corrupted_packets_match_the_truth_exactly() -> None:
         assert first_counters <= set(range(4096))
 
 
-async def test_outages_raise_device_gone_and_the_gaps_match_the_truth() -> None:
+@pytest.mark.parametrize("delivery", ["blocks", "stream"])
+async def test_outages_raise_device_gone_and_the_gaps_match_the_truth(delivery: Any) -> None:
     ctx, clock, truth = make_ctx()
     opts = {
         "transport": {"kind": "serial"},
         "faults": {"disconnect_after_s": 3.0, "disconnect_duration_s": 1.5},
     }
     drv = SimImuDriver("imu", opts, ctx)
-    run = await run_station([drv], clock, T0_S + 14.0, reconnect_delay_s=0.4)
+    run = await run_station([drv], clock, T0_S + 14.0, reconnect_delay_s=0.4, delivery=delivery)
     outages = [r for r in truth if r["type"] == "outage"]
     starts = [r["t_s"] for r in outages]
     assert run.gone_s["imu"] == pytest.approx(starts)
@@ -393,3 +395,90 @@ async def test_close_and_reopen_loses_what_was_sampled_meanwhile() -> None:
     assert seen == merged_losses(truth, "imu.imu")
     assert len(seen) == 1
     assert 680 <= seen[0][1] <= 710  # ~0.7 s at 1 kHz, packet-aligned
+
+
+def faulty_station(ctx: DriverContext) -> list[Any]:
+    """Every transport and fault the simulator has, on four devices sharing one scenario."""
+    faults = {"drop_packet_prob": 0.02, "corrupt_packet_prob": 0.01}
+    return [
+        SimPlatformDriver(
+            "platform",
+            {"transport": {"kind": "serial", "packet_samples": 7}, "faults": faults},
+            ctx,
+        ),
+        SimEmgDriver(
+            "emg",
+            {
+                "n_channels": 4,
+                "clock": {"drift_ppm": -100.0},
+                "transport": {"kind": "ble", "ble_interval_ms": 30.0},
+                "faults": {**faults, "disconnect_after_s": 2.0, "disconnect_duration_s": 0.7},
+            },
+            ctx,
+        ),
+        SimForcePlateDriver(
+            "plate", {"transport": {"kind": "ideal"}, "faults": {"reset_after_s": 1.5}}, ctx
+        ),
+        SimImuDriver("imu", {"transport": {"kind": "serial"}, "faults": faults}, ctx),
+    ]
+
+
+async def test_stream_delivers_exactly_what_blocks_yields() -> None:
+    """The daemon takes blocks from `stream()` (clock callbacks); tests and tools iterate
+    `blocks()`. Same seed, same faults: the same blocks, arrivals, outages and truth."""
+    runs = []
+    for delivery in ("blocks", "stream"):
+        ctx, clock, truth = make_ctx()
+        run = await run_station(
+            faulty_station(ctx), clock, T0_S + 6.0, reconnect_delay_s=0.3, delivery=delivery
+        )
+        runs.append((run, truth))
+    (pulled, truth_pulled), (pushed, truth_pushed) = runs
+    assert pushed.gone_s == pulled.gone_s
+    assert len(pulled.gone_s["emg"]) == 2  # the outages happened
+    assert pushed.reopen_failures == pulled.reopen_failures
+    assert sorted(pushed.blocks) == sorted(pulled.blocks)
+    for sid, blocks in pulled.blocks.items():
+        other = pushed.blocks[sid]
+        assert [(b.counter, b.arrival_s, b.device_ticks) for b in other] == [
+            (b.counter, b.arrival_s, b.device_ticks) for b in blocks
+        ], sid
+        np.testing.assert_array_equal(
+            np.concatenate([b.data for b in other]), np.concatenate([b.data for b in blocks])
+        )
+    assert truth_pushed == truth_pulled
+    assert {r["type"] for r in truth_pulled} >= {"loss", "outage", "reset"}
+
+
+async def test_stream_raises_what_on_block_raises_and_stops_delivering() -> None:
+    ctx, clock, _ = make_ctx()
+    drv = SimImuDriver("imu", {"transport": {"kind": "serial"}}, ctx)
+    await drv.open()
+    seen: list[int] = []
+
+    def on_block(block: Any) -> None:
+        seen.append(block.counter)
+        if len(seen) == 3:
+            raise ZeroDivisionError("a bug downstream")
+
+    with pytest.raises(ZeroDivisionError):
+        await drv.stream(on_block)
+    t_end = clock.now()
+    await clock.sleep_until(t_end + 1.0)  # no timer left behind: nothing more arrives
+    assert len(seen) == 3
+    await drv.close()
+
+
+async def test_stream_returns_once_the_driver_is_closed() -> None:
+    ctx, clock, _ = make_ctx()
+    drv = SimImuDriver("imu", {"transport": {"kind": "serial"}}, ctx)
+    await drv.open()
+    seen: list[float] = []
+    streaming = asyncio.create_task(drv.stream(lambda b: seen.append(b.arrival_s)))
+    await clock.sleep_until(T0_S + 0.5)
+    await drv.close()
+    await asyncio.wait_for(streaming, 1.0)  # at the next delivery event
+    assert seen
+    assert max(seen) <= T0_S + 0.5 + 0.02
+    with pytest.raises(DeviceGoneError, match="before open"):
+        await drv.stream(seen.append)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -65,6 +65,38 @@ class ScriptedDriver:
         self.closes += 1
 
 
+class PushScriptedDriver(ScriptedDriver):
+    """The same script delivered through `stream()`: blocks from loop callbacks (as a
+    reader or a timer callback would), the end through the future `stream` awaits."""
+
+    async def stream(self, on_block: Callable[[SampleBlock], None]) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        _, n, then = self._current
+
+        def deliver(i: int) -> None:
+            if done.done():
+                return
+            if i < n:
+                try:
+                    on_block(SampleBlock("dev.x", i, np.zeros((1, 1)), 0.0))
+                except Exception as exc:
+                    done.set_exception(exc)
+                    return
+                loop.call_soon(deliver, i + 1)
+            elif then == "gone":
+                done.set_exception(DeviceGoneError("unplugged", "dev"))
+            elif then == "bug":
+                done.set_exception(ZeroDivisionError("a bug in the driver"))
+            # "silent": nothing more, ever
+
+        loop.call_soon(deliver, 0)
+        await done
+
+
+DRIVERS = pytest.mark.parametrize("driver_cls", [ScriptedDriver, PushScriptedDriver])
+
+
 def _cfg(**kw: Any) -> DeviceConfig:
     base = {
         "id": "dev",
@@ -90,8 +122,9 @@ async def _run_until(sup: DeviceSupervisor, cond: Any, timeout_s: float = 5.0) -
             await task
 
 
-async def test_reconnects_through_every_failure_kind() -> None:
-    driver = ScriptedDriver(
+@DRIVERS
+async def test_reconnects_through_every_failure_kind(driver_cls: type[ScriptedDriver]) -> None:
+    driver = driver_cls(
         ["fail", "hang", ("stream", 5, "gone"), ("stream", 3, "silent"), ("stream", 4, "gone")]
     )
     states: list[DeviceState] = []
@@ -114,17 +147,36 @@ async def test_reconnects_through_every_failure_kind() -> None:
     assert states[-1] is DeviceState.STOPPED
 
 
-async def test_a_bug_propagates() -> None:
-    driver = ScriptedDriver([("stream", 2, "bug")])
+@DRIVERS
+async def test_a_bug_propagates(driver_cls: type[ScriptedDriver]) -> None:
+    driver = driver_cls([("stream", 2, "bug")])
     sup = DeviceSupervisor(_cfg(), driver, lambda b: None, MonotonicClock())
     with pytest.raises(ZeroDivisionError):
         await sup.run()
     assert driver.closes == 1
 
 
-async def test_one_device_failing_does_not_stop_another() -> None:
-    bad = ScriptedDriver(["fail"] * 1000)
-    good = ScriptedDriver([("stream", 10**6, "gone")])
+@DRIVERS
+async def test_a_bug_in_the_block_consumer_propagates(driver_cls: type[ScriptedDriver]) -> None:
+    driver = driver_cls([("stream", 10, "gone")])
+    got: list[SampleBlock] = []
+
+    def on_block(block: SampleBlock) -> None:
+        got.append(block)
+        if len(got) == 3:
+            raise KeyError("a bug in the pipeline")
+
+    sup = DeviceSupervisor(_cfg(), driver, on_block, MonotonicClock())
+    with pytest.raises(KeyError):
+        await sup.run()
+    assert len(got) == 3
+    assert driver.closes == 1
+
+
+@DRIVERS
+async def test_one_device_failing_does_not_stop_another(driver_cls: type[ScriptedDriver]) -> None:
+    bad = driver_cls(["fail"] * 1000)
+    good = driver_cls([("stream", 10**6, "gone")])
     got: list[SampleBlock] = []
     sups = [
         DeviceSupervisor(_cfg(id="bad"), bad, lambda b: None, MonotonicClock()),

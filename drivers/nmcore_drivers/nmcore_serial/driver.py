@@ -25,7 +25,7 @@ the trigger stream `<id>.trigger` (if `trigger` is configured): channels `level`
 any sample. The stream is not a sampled 0/1 level: its "rate" is only a bound on the edge
 rate, used to size buffers; consumers read edges as irregular events with their own times.
 
-Time sync: every `time_sync_period_s` a TIME_SYNC_PING goes out from `blocks()`; each reply
+Time sync: every `time_sync_period_s` a TIME_SYNC_PING goes out while streaming; each reply
 becomes a `TimeSyncSample` (host send time, device rx/tx times, host receive time), kept in
 `sync_samples` and passed to the `on_sync` callback if set. `Pipeline` does not consume them
 yet; see `TimeSyncSample` for how the runtime turns one into `ClockModel.observe_sync`.
@@ -63,7 +63,7 @@ from nmcore.framing import (
     encode_packet,
 )
 from nmcore.model import ChannelSpec, Event, SampleBlock, StreamDescriptor, StreamKind
-from nmcore.transport.serial import SerialTransport
+from nmcore.transport.serial import Chunk, SerialTransport
 
 __all__ = [
     "NmcoreSerialDriver",
@@ -577,10 +577,66 @@ class NmcoreSerialDriver:
                 if now_s - self._last_ping_s >= period_s:
                     await self._ping(now_s)
             chunk = await tr.read_chunk()  # DeviceGoneError once the port is gone
-            packets = self.decoder.feed(chunk.data)
-            if packets:
-                for block in self._handle(packets, chunk.arrival_s):
-                    yield block
+            for block in self._decode(chunk):
+                yield block
+
+    def _decode(self, chunk: Chunk) -> list[SampleBlock]:
+        packets = self.decoder.feed(chunk.data)
+        return self._handle(packets, chunk.arrival_s) if packets else []
+
+    async def stream(self, on_block: Callable[[SampleBlock], None]) -> None:
+        """`blocks()` handed to `on_block` from the port's reader callback: one pass of the
+        event loop per read instead of two. Pings go out from a task of their own."""
+        if not self._streaming or not self.transport.is_open:
+            raise DeviceGoneError("blocks() before open()", self.device_id)
+        tr = self.transport
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def fail(exc: BaseException) -> None:
+            if not done.done():
+                done.set_exception(exc)
+
+        def on_chunk(chunk: Chunk) -> None:
+            if done.done():
+                return
+            try:
+                for block in self._decode(chunk):
+                    on_block(block)
+            except Exception as exc:  # a bug downstream: the awaiting task raises it
+                fail(exc)
+
+        def on_gone(why: str) -> None:
+            fail(DeviceGoneError(why, self.device_id))
+
+        def pinger_done(task: asyncio.Task[None]) -> None:
+            exc = None if task.cancelled() else task.exception()
+            if exc is not None:  # a failed write: the device is gone
+                fail(exc)
+
+        while self._pending:
+            arrival_s, pkt = self._pending.popleft()
+            for block in self._handle([pkt], arrival_s):
+                on_block(block)
+        pinger = None
+        if self.options.time_sync_period_s > 0:
+            pinger = asyncio.create_task(self._ping_every(), name=f"{self.device_id}.time_sync")
+            pinger.add_done_callback(pinger_done)
+        tr.deliver_to(on_chunk, on_gone)
+        try:
+            await done
+        finally:
+            tr.deliver_to(None)
+            if pinger is not None and not pinger.done():
+                pinger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pinger
+
+    async def _ping_every(self) -> None:
+        clock = self.ctx.clock
+        period_s = self.options.time_sync_period_s
+        while True:
+            await clock.sleep_until(self._last_ping_s + period_s)
+            await self._ping(clock.now())
 
     async def _ping(self, now_s: float) -> None:
         self._last_ping_s = now_s

@@ -135,35 +135,53 @@ class DeviceSupervisor:
             log.warning("%s: did not close within %.0f s", self.cfg.id, CLOSE_TIMEOUT_S)
 
     async def _pump(self) -> str:
-        blocks = self.driver.blocks()
         silence_s = self.cfg.silence_timeout_s
         loop = asyncio.get_running_loop()
         first = True
+        # one watchdog per session, kept between 1x and 1.5x the timeout after the last block
+        # and moved only when needed: a timeout per block cost a quarter of the daemon's CPU
+        deadline = loop.time() + silence_s
+        watchdog: asyncio.Timeout | None = None
+
+        def accept(block: SampleBlock) -> None:
+            nonlocal deadline, first
+            now = loop.time()
+            if deadline - now < silence_s:
+                deadline = now + 1.5 * silence_s
+                assert watchdog is not None
+                watchdog.reschedule(deadline)
+            if first:
+                self._backoff.reset()
+                first = False
+            self.stats.blocks += 1
+            self._on_block(block)
+
         try:
-            # one watchdog per session, kept between 1x and 1.5x the timeout after the last
-            # block and moved only when needed: a timeout per block cost a quarter of the
-            # daemon's CPU
             async with asyncio.timeout(silence_s) as watchdog:
-                deadline = loop.time() + silence_s
-                while True:
+                stream = getattr(self.driver, "stream", None)
+                if stream is not None:
+                    # the driver calls `accept` from its own callbacks (see Driver.stream)
                     try:
-                        block = await anext(blocks)
-                    except StopAsyncIteration:
-                        return "the device ended its stream"
+                        await stream(accept)
                     except DeviceError as exc:
                         return str(exc)
-                    now = loop.time()
-                    if deadline - now < silence_s:
-                        deadline = now + 1.5 * silence_s
-                        watchdog.reschedule(deadline)
-                    if first:
-                        self._backoff.reset()
-                        first = False
-                    self.stats.blocks += 1
-                    self._on_block(block)
+                    return "the device ended its stream"
+                return await self._pull(accept)
         except TimeoutError:
             self.stats.silences += 1
             return f"silent for more than {silence_s:g} s (watchdog)"
+
+    async def _pull(self, accept: Callable[[SampleBlock], None]) -> str:
+        blocks = self.driver.blocks()
+        try:
+            while True:
+                try:
+                    block = await anext(blocks)
+                except StopAsyncIteration:
+                    return "the device ended its stream"
+                except DeviceError as exc:
+                    return str(exc)
+                accept(block)
         finally:
             aclose = getattr(blocks, "aclose", None)
             if aclose is not None:

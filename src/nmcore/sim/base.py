@@ -4,8 +4,10 @@ streams (`_descriptors`) and signal generators (`_generators`)."""
 
 from __future__ import annotations
 
+import asyncio
 import difflib
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -13,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from nmcore.driver import DriverContext
 from nmcore.errors import ConfigError, DeviceError, DeviceGoneError
+from nmcore.hostclock import Cancellable, TimerClock
 from nmcore.model import ChannelSpec, SampleBlock, StreamDescriptor, StreamKind
 from nmcore.sim.bench import Bench, fire_loopback
 from nmcore.sim.device import (
@@ -172,31 +175,82 @@ class SimDriverBase:
         self._open = True
         self._gone = False
 
-    async def blocks(self) -> AsyncGenerator[SampleBlock, None]:
+    def _streaming_device(self) -> SimDevice:
         dev = self.device
         if dev is None or not self._open:
             raise DeviceGoneError("blocks() before open()", self.device_id)
         if self._gone:
             raise DeviceGoneError("link lost; close and open again", self.device_id)
+        return dev
+
+    @staticmethod
+    def _next_wake(dev: SimDevice) -> tuple[float, tuple[float, float] | None]:
+        """When the device next needs the loop: its next delivery, or the start of an outage
+        that comes first (then the outage, else None)."""
+        t_ev = dev.next_event_s()
+        outage = dev.next_outage(dev.last_t_s) if dev.has_outages else None
+        if outage is not None and outage[0] <= t_ev:
+            return outage[0], outage
+        return t_ev, None
+
+    def _lose_link(self, dev: SimDevice, outage: tuple[float, float]) -> DeviceGoneError:
+        dev.record_outage(*outage)
+        self._gone = True
+        return DeviceGoneError(
+            "link lost (simulated outage); the supervisor should reconnect", self.device_id
+        )
+
+    async def blocks(self) -> AsyncGenerator[SampleBlock, None]:
+        dev = self._streaming_device()
         clock = self.ctx.clock
         while self._open:
-            t_ev = dev.next_event_s()
-            outage = dev.next_outage(dev.last_t_s) if dev.has_outages else None
-            if outage is not None and outage[0] <= t_ev:
-                await clock.sleep_until(outage[0])
-                if not self._open:
-                    return
-                dev.record_outage(*outage)
-                self._gone = True
-                raise DeviceGoneError(
-                    "link lost (simulated outage); the supervisor should reconnect",
-                    self.device_id,
-                )
-            await clock.sleep_until(t_ev)
+            t_s, outage = self._next_wake(dev)
+            await clock.sleep_until(t_s)
             if not self._open:
                 return
-            for block in dev.advance(t_ev):
+            if outage is not None:
+                raise self._lose_link(dev, outage)
+            for block in dev.advance(t_s):
                 yield block
+
+    async def stream(self, on_block: Callable[[SampleBlock], None]) -> None:
+        """`blocks()` handed to `on_block` from clock callbacks, until the link is lost
+        (`DeviceGoneError`) or the driver closed: one pass of the event loop per delivery
+        instead of a timer pass and a task pass. An exception from `on_block` ends the
+        stream with it."""
+        dev = self._streaming_device()
+        clock = self.ctx.clock
+        if not isinstance(clock, TimerClock):  # a clock without callbacks: pace a task
+            async for block in self.blocks():
+                on_block(block)
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        timer: Cancellable | None = None
+
+        def wake(t_s: float, outage: tuple[float, float] | None) -> None:
+            nonlocal timer
+            if done.done():
+                return
+            try:
+                if not self._open:
+                    done.set_result(None)
+                    return
+                if outage is not None:
+                    done.set_exception(self._lose_link(dev, outage))
+                    return
+                for block in dev.advance(t_s):
+                    on_block(block)
+                t_next, outage_next = self._next_wake(dev)
+                timer = clock.call_at(t_next, partial(wake, t_next, outage_next))
+            except Exception as exc:  # a bug downstream: the awaiting task raises it
+                done.set_exception(exc)
+
+        t_first, outage_first = self._next_wake(dev)
+        timer = clock.call_at(t_first, partial(wake, t_first, outage_first))
+        try:
+            await done
+        finally:
+            timer.cancel()
 
     async def close(self) -> None:
         self._open = False

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +17,10 @@ from nmcore.model import SampleBlock
 from nmcore.sim.base import SimDriverBase
 
 __all__ = ["StationRun", "StreamRecord", "run_station", "stream_record"]
+
+
+class _RunOver(Exception):
+    pass
 
 
 @dataclass(slots=True)
@@ -35,10 +40,35 @@ async def run_station(
     reconnect_delay_s: float = 0.5,
     on_block: Callable[[SampleBlock], None] | None = None,
     keep_blocks: bool = True,
+    delivery: Literal["blocks", "stream"] = "blocks",
 ) -> StationRun:
     """Open every driver and pump its blocks until the clock reaches `until_s`; on
-    DeviceGoneError close, wait `reconnect_delay_s` and open again (a minimal supervisor)."""
+    DeviceGoneError close, wait `reconnect_delay_s` and open again (a minimal supervisor).
+    `delivery`: iterate `blocks()`, or take them from `stream()`'s callbacks as the daemon
+    does; both see the same blocks, up to and including the first at or after `until_s`."""
     run = StationRun()
+
+    def take(block: SampleBlock) -> bool:
+        """Keep `block`; True once the run is over."""
+        if keep_blocks:
+            run.blocks.setdefault(block.stream_id, []).append(block)
+        if on_block is not None:
+            on_block(block)
+        return clock.now() >= until_s
+
+    async def pull(drv: SimDriverBase) -> None:
+        async with contextlib.aclosing(drv.blocks()) as blocks:
+            async for block in blocks:
+                if take(block):
+                    break
+
+    async def push(drv: SimDriverBase) -> None:
+        def one(block: SampleBlock) -> None:
+            if take(block):
+                raise _RunOver  # ends stream() with it, inside this delivery
+
+        with contextlib.suppress(_RunOver):
+            await drv.stream(one)
 
     async def pump(drv: SimDriverBase) -> None:
         run.gone_s.setdefault(drv.device_id, [])
@@ -51,14 +81,7 @@ async def run_station(
                 await clock.sleep_until(clock.now() + reconnect_delay_s)
                 continue
             try:
-                async with contextlib.aclosing(drv.blocks()) as blocks:
-                    async for block in blocks:
-                        if keep_blocks:
-                            run.blocks.setdefault(block.stream_id, []).append(block)
-                        if on_block is not None:
-                            on_block(block)
-                        if clock.now() >= until_s:
-                            break
+                await (push if delivery == "stream" else pull)(drv)
             except DeviceGoneError:
                 run.gone_s[drv.device_id].append(clock.now())
                 await drv.close()

@@ -22,7 +22,7 @@ import errno
 import fcntl
 import os
 import termios
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +129,8 @@ class SerialTransport:
         self._queue_chunks = queue_chunks
         self._chunks: collections.deque[Chunk] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
+        self._on_chunk: Callable[[Chunk], None] | None = None
+        self._on_gone: Callable[[str], None] | None = None
         self._serial: serial.Serial | None = None
         self._fd: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -215,6 +217,7 @@ class SerialTransport:
         if self._gone is None:
             self._gone = "port closed"
         self._wake()
+        self._tell_gone()
         if ser is not None:
             # a tty close waits for pending output to drain (up to 30 s on a wedged USB
             # adapter): never on the event loop
@@ -243,6 +246,10 @@ class SerialTransport:
         now_s = self._clock.now()
         self.stats.reads += 1
         self.stats.bytes_in += len(data)
+        on_chunk = self._on_chunk
+        if on_chunk is not None:
+            on_chunk(Chunk(data, now_s))
+            return
         if len(self._chunks) >= self._queue_chunks:
             old = self._chunks.popleft()
             self.stats.dropped_chunks += 1
@@ -256,6 +263,33 @@ class SerialTransport:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(self._fd)
         self._wake()
+        self._tell_gone()
+
+    def _tell_gone(self) -> None:
+        on_gone = self._on_gone
+        if on_gone is not None and self._gone is not None:
+            self._on_chunk = self._on_gone = None
+            on_gone(self._gone)
+
+    def deliver_to(
+        self,
+        on_chunk: Callable[[Chunk], None] | None,
+        on_gone: Callable[[str], None] | None = None,
+    ) -> None:
+        """Hand every read to `on_chunk` from the reader callback instead of queueing it for
+        `read_chunk` (no task switch per read); `on_gone(why)` once the port is lost or
+        closed. Chunks already queued go first; a port already gone calls `on_gone` at once.
+        `deliver_to(None)` goes back to queueing."""
+        self._on_chunk, self._on_gone = on_chunk, on_gone
+        if on_chunk is None:
+            self._on_gone = None
+            return
+        while self._chunks and self._on_chunk is on_chunk:
+            on_chunk(self._chunks.popleft())
+        if self._gone is not None or self._fd is None:
+            self._on_chunk = self._on_gone = None
+            if on_gone is not None:
+                on_gone(self._gone or "serial port not open")
 
     def _wake(self) -> None:
         w = self._waiter
