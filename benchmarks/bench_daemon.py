@@ -874,9 +874,9 @@ def _runtime(run: Runner, cache: Path | None, smoke: bool) -> None:
         note=(
             "an event loop doing nothing but as many wake-ups a second as the daemon's loop "
             "thread had (its voluntary context switches), from independent ~62.5 Hz sources: "
-            "timer-paced tasks as the simulated transport (the value), and reader callbacks "
-            "on ptys another process writes to, as serial ports (pty_*); what the devices' "
-            "deliveries cost before any work. above_floor_pct: the net figure minus the "
+            "clock timer callbacks as the simulated devices deliver (the value), and reader "
+            "callbacks on ptys another process writes to, as serial ports (pty_*); what the "
+            "devices' deliveries cost before any work. above_floor_pct: the net figure minus the "
             "timer floor scaled to the daemon's count of wake-ups"
         ),
     )

@@ -482,3 +482,29 @@ async def test_stream_returns_once_the_driver_is_closed() -> None:
     assert max(seen) <= T0_S + 0.5 + 0.02
     with pytest.raises(DeviceGoneError, match="before open"):
         await drv.stream(seen.append)
+
+
+class NoTimerClock:
+    """A host clock without `call_at` (as the tests' fakes): `stream()` paces a task."""
+
+    def __init__(self, inner: VirtualClock) -> None:
+        self._inner = inner
+
+    def now(self) -> float:
+        return self._inner.now()
+
+    async def sleep_until(self, t_s: float) -> None:
+        await self._inner.sleep_until(t_s)
+
+
+async def test_stream_on_a_clock_without_timers_iterates_blocks() -> None:
+    got = {}
+    for delivery in ("blocks", "stream"):
+        inner = VirtualClock(T0_S)
+        clock = NoTimerClock(inner)
+        ctx = DriverContext(clock=clock, realtime=False)
+        drv = SimImuDriver("imu", {"transport": {"kind": "serial"}}, ctx)
+        run = await run_station([drv], clock, T0_S + 2.0, delivery=delivery)
+        got[delivery] = [(b.counter, b.arrival_s) for b in run.blocks["imu.imu"]]
+    assert len(got["blocks"]) > 100
+    assert got["stream"] == got["blocks"]

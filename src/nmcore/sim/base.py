@@ -5,6 +5,7 @@ streams (`_descriptors`) and signal generators (`_generators`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 from collections.abc import AsyncGenerator, Callable, Sequence
 from functools import partial
@@ -221,8 +222,9 @@ class SimDriverBase:
         dev = self._streaming_device()
         clock = self.ctx.clock
         if not isinstance(clock, TimerClock):  # a clock without callbacks: pace a task
-            async for block in self.blocks():
-                on_block(block)
+            async with contextlib.aclosing(self.blocks()) as blocks:
+                async for block in blocks:
+                    on_block(block)
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         timer: Cancellable | None = None
