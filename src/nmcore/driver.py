@@ -9,11 +9,12 @@ supervisor does, by calling `open` again after `close`).
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
@@ -25,6 +26,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "Driver",
     "DriverContext",
+    "StreamSession",
     "available_drivers",
     "load_driver",
     "validate_options",
@@ -83,6 +85,51 @@ class Driver(Protocol):
 
 
 DriverFactory = Callable[[str, Any, DriverContext], Driver]
+
+P = ParamSpec("P")
+
+
+class StreamSession:
+    """How a driver's `stream()` ends when its blocks come from callbacks.
+
+    `guard(fn)` wraps a callback: once the session has ended it does nothing, and an
+    exception it raises (a bug downstream, in `on_block`) ends the session with that
+    exception instead of going to the event loop's handler, which would only log it.
+    `fail(exc)` ends it from a callback (the device gone); `end()` ends it normally;
+    `await session.wait()` returns or raises accordingly. Create it in the running loop.
+    """
+
+    def __init__(self) -> None:
+        self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def ended(self) -> bool:
+        return self._done.done()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self._done.done():
+            self._done.set_exception(exc)
+
+    def end(self) -> None:
+        if not self._done.done():
+            self._done.set_result(None)
+
+    def guard(self, fn: Callable[P, None]) -> Callable[P, None]:
+        done = self._done
+
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+            if done.done():
+                return
+            try:
+                fn(*args, **kwargs)
+            except Exception as exc:
+                self.fail(exc)
+
+        return guarded
+
+    async def wait(self) -> None:
+        await self._done
+
 
 M = TypeVar("M", bound=BaseModel)
 

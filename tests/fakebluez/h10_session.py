@@ -5,6 +5,7 @@ against a running `FakeBluez`). Shared by tests/integration/ble and benchmarks/b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from nmcore.driver import DriverContext
@@ -49,9 +50,17 @@ async def stream_h10_blocks(
     return h10, blocks
 
 
-async def collect_blocks(driver: Any, duration_s: float) -> list[SampleBlock]:
-    """Every block an open driver yields within `duration_s` (its generator is closed)."""
+async def collect_blocks(
+    driver: Any, duration_s: float, delivery: str = "blocks"
+) -> list[SampleBlock]:
+    """Every block an open driver gives within `duration_s`: iterating `blocks()` (its
+    generator is closed after) or from `stream()`'s callbacks (what the supervisor uses)."""
     out: list[SampleBlock] = []
+    if delivery == "stream":
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(duration_s):
+                await driver.stream(out.append)
+        return out
     agen = driver.blocks()
     try:
         async with asyncio.timeout(duration_s):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -190,20 +190,39 @@ class NmcoreBleDriver:
             ticks_index=0,
         )
 
-    async def blocks(self) -> AsyncIterator[SampleBlock]:
-        stream = self._stream
-        if stream is None:
+    def _decode(self, arrival_s: float, chunk: bytes) -> list[SampleBlock]:
+        blocks = (self._block(arrival_s, pkt) for pkt in self.decoder.feed(chunk))
+        return [b for b in blocks if b is not None]
+
+    def _byte_stream(self) -> BleByteStream:
+        if self._stream is None:
             raise DeviceError("blocks() before open()", self.device_id)
+        return self._stream
+
+    async def blocks(self) -> AsyncIterator[SampleBlock]:
+        stream = self._byte_stream()
         while self._pending:
             block = self._block(*self._pending.popleft())
             if block is not None:
                 yield block
         while True:
             arrival_s, chunk = await stream.read()  # DeviceGoneError when the link drops
-            for pkt in self.decoder.feed(chunk):
-                block = self._block(arrival_s, pkt)
-                if block is not None:
-                    yield block
+            for block in self._decode(arrival_s, chunk):
+                yield block
+
+    async def stream(self, on_block: Callable[[SampleBlock], None]) -> None:
+        """`blocks()` handed to `on_block` from the notification callback."""
+        stream = self._byte_stream()
+        while self._pending:
+            block = self._block(*self._pending.popleft())
+            if block is not None:
+                on_block(block)
+
+        def handle(arrival_s: float, chunk: bytes) -> None:
+            for block in self._decode(arrival_s, chunk):
+                on_block(block)
+
+        await stream.queue.stream_to(handle)  # DeviceGoneError when the link drops
 
     async def close(self) -> None:
         if self.link.connected and self._stream is not None:

@@ -51,7 +51,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from nmcore.driver import DriverContext, validate_options
+from nmcore.driver import DriverContext, StreamSession, validate_options
 from nmcore.errors import DeviceError, DeviceGoneError
 from nmcore.framing import (
     PROTOCOL_VERSION,
@@ -590,28 +590,16 @@ class NmcoreSerialDriver:
         if not self._streaming or not self.transport.is_open:
             raise DeviceGoneError("blocks() before open()", self.device_id)
         tr = self.transport
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def fail(exc: BaseException) -> None:
-            if not done.done():
-                done.set_exception(exc)
+        session = StreamSession()
 
         def on_chunk(chunk: Chunk) -> None:
-            if done.done():
-                return
-            try:
-                for block in self._decode(chunk):
-                    on_block(block)
-            except Exception as exc:  # a bug downstream: the awaiting task raises it
-                fail(exc)
-
-        def on_gone(why: str) -> None:
-            fail(DeviceGoneError(why, self.device_id))
+            for block in self._decode(chunk):
+                on_block(block)
 
         def pinger_done(task: asyncio.Task[None]) -> None:
             exc = None if task.cancelled() else task.exception()
             if exc is not None:  # a failed write: the device is gone
-                fail(exc)
+                session.fail(exc)
 
         while self._pending:
             arrival_s, pkt = self._pending.popleft()
@@ -621,9 +609,12 @@ class NmcoreSerialDriver:
         if self.options.time_sync_period_s > 0:
             pinger = asyncio.create_task(self._ping_every(), name=f"{self.device_id}.time_sync")
             pinger.add_done_callback(pinger_done)
-        tr.deliver_to(on_chunk, on_gone)
+        tr.deliver_to(
+            session.guard(on_chunk),
+            lambda why: session.fail(DeviceGoneError(why, self.device_id)),
+        )
         try:
-            await done
+            await session.wait()
         finally:
             tr.deliver_to(None)
             if pinger is not None and not pinger.done():

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -343,42 +343,59 @@ class PolarPmdDriver:
             )
         return resp
 
-    async def blocks(self) -> AsyncIterator[SampleBlock]:
-        q = self._data
-        if q is None:
+    def _data_queue(self) -> NotificationQueue:
+        if self._data is None:
             raise DeviceError("blocks() before open()", self.device_id)
-        decode = self.decoder.decode
+        return self._data
+
+    async def blocks(self) -> AsyncIterator[SampleBlock]:
+        q = self._data_queue()
         while True:
-            arrival_s, payload = await q.get()  # DeviceGoneError when the link drops
-            frame = decode(payload)
-            if frame is None:
-                continue
-            st = self._states.get(frame.measurement)
-            if st is None:
-                self.stats.unexpected_frames += 1
-                continue
-            n = frame.n_samples
-            ts = frame.timestamp_ns
-            if st.last_ts_ns is not None:
-                missing = missing_samples(st.last_ts_ns, ts, n, st.opt.rate_hz)
-                if missing > 0:
-                    st.lost_samples += missing
-                    st.gaps += 1
-                    st.counter += missing
-                elif missing < 0:
-                    st.overlaps += 1
-            st.last_ts_ns = ts
-            counter = st.counter & _COUNTER_MASK
-            st.counter += n
-            st.samples += n
-            yield SampleBlock(
-                stream_id=st.desc.stream_id,
-                counter=counter,
-                data=frame.samples,
-                arrival_s=arrival_s,
-                device_ticks=ts & _TS_MASK,
-                ticks_index=n - 1,
-            )
+            block = self._frame_block(*await q.get())  # DeviceGoneError when the link drops
+            if block is not None:
+                yield block
+
+    async def stream(self, on_block: Callable[[SampleBlock], None]) -> None:
+        """`blocks()` handed to `on_block` from the notification callback."""
+
+        def handle(arrival_s: float, payload: bytes) -> None:
+            block = self._frame_block(arrival_s, payload)
+            if block is not None:
+                on_block(block)
+
+        await self._data_queue().stream_to(handle)  # DeviceGoneError when the link drops
+
+    def _frame_block(self, arrival_s: float, payload: bytes) -> SampleBlock | None:
+        """The block of one PMD data notification (None: not a frame of ours, counted)."""
+        frame = self.decoder.decode(payload)
+        if frame is None:
+            return None
+        st = self._states.get(frame.measurement)
+        if st is None:
+            self.stats.unexpected_frames += 1
+            return None
+        n = frame.n_samples
+        ts = frame.timestamp_ns
+        if st.last_ts_ns is not None:
+            missing = missing_samples(st.last_ts_ns, ts, n, st.opt.rate_hz)
+            if missing > 0:
+                st.lost_samples += missing
+                st.gaps += 1
+                st.counter += missing
+            elif missing < 0:
+                st.overlaps += 1
+        st.last_ts_ns = ts
+        counter = st.counter & _COUNTER_MASK
+        st.counter += n
+        st.samples += n
+        return SampleBlock(
+            stream_id=st.desc.stream_id,
+            counter=counter,
+            data=frame.samples,
+            arrival_s=arrival_s,
+            device_ticks=ts & _TS_MASK,
+            ticks_index=n - 1,
+        )
 
     async def close(self) -> None:
         if self.link.connected:

@@ -4,7 +4,6 @@ streams (`_descriptors`) and signal generators (`_generators`)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import difflib
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -14,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from nmcore.driver import DriverContext
+from nmcore.driver import DriverContext, StreamSession
 from nmcore.errors import ConfigError, DeviceError, DeviceGoneError
 from nmcore.hostclock import Cancellable, TimerClock
 from nmcore.model import ChannelSpec, SampleBlock, StreamDescriptor, StreamKind
@@ -226,31 +225,26 @@ class SimDriverBase:
                 async for block in blocks:
                     on_block(block)
             return
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        session = StreamSession()
         timer: Cancellable | None = None
 
         def wake(t_s: float, outage: tuple[float, float] | None) -> None:
             nonlocal timer
-            if done.done():
-                return
-            try:
-                if not self._open:
-                    done.set_result(None)
-                    return
-                if outage is not None:
-                    done.set_exception(self._lose_link(dev, outage))
-                    return
+            if not self._open:
+                session.end()
+            elif outage is not None:
+                session.fail(self._lose_link(dev, outage))
+            else:
                 for block in dev.advance(t_s):
                     on_block(block)
                 t_next, outage_next = self._next_wake(dev)
-                timer = clock.call_at(t_next, partial(wake, t_next, outage_next))
-            except Exception as exc:  # a bug downstream: the awaiting task raises it
-                done.set_exception(exc)
+                timer = clock.call_at(t_next, partial(guarded, t_next, outage_next))
 
+        guarded = session.guard(wake)
         t_first, outage_first = self._next_wake(dev)
-        timer = clock.call_at(t_first, partial(wake, t_first, outage_first))
+        timer = clock.call_at(t_first, partial(guarded, t_first, outage_first))
         try:
-            await done
+            await session.wait()
         finally:
             timer.cancel()
 

@@ -1,13 +1,15 @@
 """BLE transport on bleak: connect, read the MTU, subscribe, write; notifications become
 `(arrival_s, bytes)` chunks on bounded queues.
 
-The BLE callbacks do no work beyond stamping the arrival time from the host clock passed in
-and appending to a deque: a full queue drops the chunk and counts it (a stalled consumer
-must never block the D-Bus reader, or every device on the adapter stalls with it). A
-disconnect ends every queue with `DeviceGoneError`, so a driver's `blocks()` raises at once
-and the runtime's supervisor reconnects (by calling the driver's `open()` again; nothing here
-loops on reconnect). Low-level bleak/BlueZ failures become `DeviceError`s whose message says
-what to do.
+The BLE callbacks stamp the arrival time from the host clock passed in and append to a
+deque: a full queue drops the chunk and counts it (a stalled consumer must never block the
+D-Bus reader, or every device on the adapter stalls with it). A driver's `stream()` takes
+the chunks from the callback instead (`NotificationQueue.deliver_to`): the decoding it does
+there is the work its reader task would do on the same loop right after, without the task
+switch. A disconnect ends every queue with `DeviceGoneError`, so a driver's `blocks()` (or
+`stream()`) raises at once and the runtime's supervisor reconnects (by calling the driver's
+`open()` again; nothing here loops on reconnect). Low-level bleak/BlueZ failures become
+`DeviceError`s whose message says what to do.
 
 `BleByteStream` turns a pair of characteristics (the Nordic UART Service by default) into a
 byte stream for protocols that frame their own packets (nmcore firmware over BLE).
@@ -19,9 +21,11 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nmcore.driver import StreamSession
 from nmcore.errors import DeviceError, DeviceGoneError
 from nmcore.hostclock import HostClock
 
@@ -72,6 +76,7 @@ class NotificationQueue:
 
     `push` never blocks or raises: a full queue drops the new chunk and counts it.
     `close(exc)` wakes the reader, which gets the chunks still queued and then `exc`.
+    `deliver_to` hands chunks to a callback instead (no queue, no task switch per chunk).
     """
 
     def __init__(self, clock: HostClock, maxlen: int, stats: LinkStats) -> None:
@@ -83,6 +88,8 @@ class NotificationQueue:
         self._stats = stats
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
+        self._on_item: Callable[[float, bytes], None] | None = None
+        self._on_close: Callable[[BaseException], None] | None = None
         self.dropped = 0
         self.received = 0
 
@@ -91,6 +98,10 @@ class NotificationQueue:
         self.received += 1
         self._stats.notifications += 1
         self._stats.bytes_in += len(payload)
+        on_item = self._on_item
+        if on_item is not None:
+            on_item(arrival_s, bytes(payload))
+            return
         if len(self._items) >= self._maxlen:
             self.dropped += 1
             self._stats.dropped_chunks += 1
@@ -102,10 +113,45 @@ class NotificationQueue:
         if self._error is None:
             self._error = exc
         self._wake()
+        self._tell_closed()
+
+    def _tell_closed(self) -> None:
+        on_close, error = self._on_close, self._error
+        if on_close is not None and error is not None:
+            self._on_item = self._on_close = None
+            on_close(error)
+
+    def deliver_to(
+        self,
+        on_item: Callable[[float, bytes], None] | None,
+        on_close: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        """Hand every chunk to `on_item(arrival_s, payload)` from the BLE callback instead of
+        queueing it (the consumer's work then runs there, on the loop, as it would in the
+        reader task right after); `on_close(exc)` once the queue is closed. Chunks already
+        queued go first. `deliver_to(None)` queues again."""
+        self._on_item, self._on_close = on_item, on_close
+        if on_item is None:
+            self._on_close = None
+            return
+        while self._items and self._on_item is on_item:
+            on_item(*self._items.popleft())
+        self._tell_closed()
 
     @property
     def closed(self) -> bool:
         return self._error is not None
+
+    async def stream_to(self, handle: Callable[[float, bytes], None]) -> None:
+        """Hand every chunk to `handle(arrival_s, payload)` from the BLE callback (see
+        `deliver_to`) until the queue closes: then raise its error. An exception from
+        `handle` ends it too, raised here."""
+        session = StreamSession()
+        self.deliver_to(session.guard(handle), session.fail)
+        try:
+            await session.wait()
+        finally:
+            self.deliver_to(None)
 
     def _wake(self) -> None:
         w = self._waiter

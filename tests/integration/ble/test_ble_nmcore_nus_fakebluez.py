@@ -25,7 +25,8 @@ def check_blocks(board: Any, blocks: list[SampleBlock]) -> int:
     return sum(b.n_samples for b in blocks)
 
 
-async def test_nmcore_board_over_nus_stream_and_reconnect(fake_bluez: Any) -> None:
+@pytest.mark.parametrize("delivery", ["blocks", "stream"])
+async def test_nmcore_board_over_nus_stream_and_reconnect(fake_bluez: Any, delivery: str) -> None:
     clock = MonotonicClock()
     board = fakebluez.NusBoardEmulator(clock)
     dev = fake_bluez.add_device(board)
@@ -35,7 +36,7 @@ async def test_nmcore_board_over_nus_stream_and_reconnect(fake_bluez: Any) -> No
         DriverContext(clock=clock),
     )
     await driver.open()
-    first = await fakebluez.collect_blocks(driver, 1.2)
+    first = await fakebluez.collect_blocks(driver, 1.2, delivery)
     assert driver.link.att_mtu == 185
     assert driver.identity["device_id"] == "emg-ble-01"
     n_first = check_blocks(board, first)
@@ -49,12 +50,12 @@ async def test_nmcore_board_over_nus_stream_and_reconnect(fake_bluez: Any) -> No
     dev.drop_link(out_of_range=False)  # link loss: blocks() ends with DeviceGoneError
     t_drop = clock.now()
     with pytest.raises(DeviceGoneError, match="disconnected"):
-        await fakebluez.collect_blocks(driver, 2.0)
+        await fakebluez.collect_blocks(driver, 2.0, delivery)
     assert clock.now() - t_drop < 0.5  # promptly, not after a watchdog timeout
     await driver.close()
     await driver.open()  # what the supervisor does next
     try:
-        second = await fakebluez.collect_blocks(driver, 0.6)
+        second = await fakebluez.collect_blocks(driver, 0.6, delivery)
     finally:
         await driver.close()
     assert check_blocks(board, second) > 0

@@ -58,7 +58,10 @@ def check_against_truth(h10: Any, blocks: list[SampleBlock], meas: int, stream_i
     return sum(b.n_samples for b in mine)
 
 
-async def test_discover_connect_stream_values_and_timestamps(fake_bluez: Any) -> None:
+@pytest.mark.parametrize("delivery", ["blocks", "stream"])
+async def test_discover_connect_stream_values_and_timestamps(
+    fake_bluez: Any, delivery: str
+) -> None:
     clock = MonotonicClock()
     h10 = fakebluez.H10Emulator(clock, conn_interval_s=0.030, drift_ppm=100.0)
     fake_bluez.add_device(h10)
@@ -66,7 +69,7 @@ async def test_discover_connect_stream_values_and_timestamps(fake_bluez: Any) ->
     await driver.open()
     try:
         assert driver.link.att_mtu == 232
-        blocks = await fakebluez.collect_blocks(driver, 3.0)
+        blocks = await fakebluez.collect_blocks(driver, 3.0, delivery)
     finally:
         await driver.close()
     n_ecg = check_against_truth(h10, blocks, ECG, "h10.ecg")

@@ -42,6 +42,35 @@ async def test_queue_wakes_a_waiting_reader() -> None:
     assert payload == b"abc"
 
 
+async def test_queue_hands_chunks_to_a_callback_then_raises_the_close_error() -> None:
+    clock = VirtualClock(start_s=5.0)
+    q = NotificationQueue(clock, 2, LinkStats())
+    q.push(b"queued")
+    got: list[tuple[float, bytes]] = []
+    streaming = asyncio.create_task(q.stream_to(lambda t, p: got.append((t, p))))
+    await asyncio.sleep(0)
+    assert got == [(5.0, b"queued")]
+    for i in range(5):  # no queue in between: nothing is dropped
+        q.push(bytes([i]))
+    assert len(got) == 6
+    assert q.dropped == 0
+    q.close(DeviceGoneError("gone", "dev"))
+    with pytest.raises(DeviceGoneError, match="gone"):
+        await streaming
+    q2 = NotificationQueue(clock, 2, LinkStats())
+
+    def bad(_t: float, _p: bytes) -> None:
+        raise ValueError("a bug in the decoder")
+
+    streaming = asyncio.create_task(q2.stream_to(bad))
+    await asyncio.sleep(0)
+    q2.push(b"x")
+    with pytest.raises(ValueError, match="a bug"):
+        await streaming
+    q2.push(b"y")  # queued again once the stream has ended
+    assert len(q2) == 1
+
+
 async def test_slow_consumer_drops_are_counted_and_become_a_gap(fake_bluez: Any) -> None:
     clock = MonotonicClock()
     h10 = fakebluez.H10Emulator(clock, ecg_per_frame=13, acc_per_frame=20, conn_interval_s=0.0)
