@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -47,19 +48,34 @@ def _driver(link: Path, **opts: Any) -> BitalinoDriver:
     return BitalinoDriver("bit", options, DriverContext(clock=MonotonicClock()))
 
 
+class _Enough(Exception):
+    pass
+
+
 async def _collect(
-    drv: BitalinoDriver, n_samples: int, timeout_s: float = 30.0
+    drv: BitalinoDriver, n_samples: int, timeout_s: float = 30.0, delivery: str = "blocks"
 ) -> list[SampleBlock]:
-    """Blocks until `n_samples` EMG samples and the digital block that goes with the last."""
+    """Blocks until `n_samples` EMG samples and the digital block that goes with the last,
+    iterating `blocks()` or from `stream()`'s callbacks."""
     out: list[SampleBlock] = []
-    got = 0
     last_stream = drv.streams[-1].stream_id
+
+    def take(block: SampleBlock) -> bool:
+        out.append(block)
+        got = sum(b.n_samples for b in out if b.stream_id == "bit.emg")
+        return got >= n_samples and block.stream_id == last_stream
+
+    def take_or_stop(block: SampleBlock) -> None:
+        if take(block):
+            raise _Enough  # ends stream() with it
+
     async with asyncio.timeout(timeout_s):
+        if delivery == "stream":
+            with contextlib.suppress(_Enough):
+                await drv.stream(take_or_stop)
+            return out
         async for block in drv.blocks():
-            out.append(block)
-            if block.stream_id == "bit.emg":
-                got += block.n_samples
-            if got >= n_samples and block.stream_id == last_stream:
+            if take(block):
                 break
     return out
 
@@ -78,14 +94,15 @@ def _rows(blocks: list[SampleBlock], stream: str) -> tuple[list[int], np.ndarray
     return seqs, np.concatenate([b.data for b in bl])
 
 
+@pytest.mark.parametrize("delivery", ["blocks", "stream"])
 async def test_bitalino_pty_handshake_and_exact_values(
-    emulator: BitalinoEmulator, link: Path
+    emulator: BitalinoEmulator, link: Path, delivery: str
 ) -> None:
     drv = _driver(link, analog=[1, 2, 3, 4, 5, 6], rate_hz=1000)
     await drv.open()
     try:
         assert drv.version == "BITalino_v5.2"
-        blocks = await _collect(drv, 300)
+        blocks = await _collect(drv, 300, delivery=delivery)
     finally:
         await drv.close()
     await asyncio.sleep(0.05)

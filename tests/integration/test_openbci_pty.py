@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -45,14 +46,31 @@ def _driver(link: Path, **opts: Any) -> CytonDriver:
     return CytonDriver("cyton", options, DriverContext(clock=MonotonicClock()))
 
 
-async def _collect(drv: CytonDriver, n_samples: int, timeout_s: float = 30.0) -> list[SampleBlock]:
+class _Enough(Exception):
+    pass
+
+
+async def _collect(
+    drv: CytonDriver, n_samples: int, timeout_s: float = 30.0, delivery: str = "blocks"
+) -> list[SampleBlock]:
+    """Blocks until `n_samples`, iterating `blocks()` or from `stream()`'s callbacks."""
     out: list[SampleBlock] = []
-    got = 0
+
+    def take(block: SampleBlock) -> bool:
+        out.append(block)
+        return sum(b.n_samples for b in out) >= n_samples
+
+    def take_or_stop(block: SampleBlock) -> None:
+        if take(block):
+            raise _Enough  # ends stream() with it
+
     async with asyncio.timeout(timeout_s):
+        if delivery == "stream":
+            with contextlib.suppress(_Enough):
+                await drv.stream(take_or_stop)
+            return out
         async for block in drv.blocks():
-            out.append(block)
-            got += block.n_samples
-            if got >= n_samples:
+            if take(block):
                 break
     return out
 
@@ -71,12 +89,15 @@ def _check_exact(blocks: list[SampleBlock], emitted: list[Emitted], gain: float 
         np.testing.assert_array_equal(row, _expected(e, gain))
 
 
-async def test_cyton_pty_handshake_and_exact_values(emulator: CytonEmulator, link: Path) -> None:
+@pytest.mark.parametrize("delivery", ["blocks", "stream"])
+async def test_cyton_pty_handshake_and_exact_values(
+    emulator: CytonEmulator, link: Path, delivery: str
+) -> None:
     drv = _driver(link)
     await drv.open()
     try:
         assert "OpenBCI" in drv.banner
-        blocks = await _collect(drv, 100)
+        blocks = await _collect(drv, 100, delivery=delivery)
     finally:
         await drv.close()
     await asyncio.sleep(0.05)  # let the emulator read the last command

@@ -187,6 +187,42 @@ async def test_serial_transport_delivers_to_a_callback_then_tells_gone(link: Pat
     assert len(late) == 1
 
 
+async def test_serial_transport_stream_to_ends_with_gone_or_the_handler_error(
+    link: Path,
+) -> None:
+    dev = PtyDevice(link)
+    dev.plug()
+    tr = SerialTransport(str(link), baudrate=115200, clock=MonotonicClock(), device_id="d")
+    await tr.open()
+    got = bytearray()
+    try:
+        streaming = asyncio.create_task(tr.stream_to(lambda c: got.extend(c.data)))
+        dev.send(b"before the unplug")
+        await _wait_for(lambda: bytes(got) == b"before the unplug")
+        dev.unplug()
+        with pytest.raises(DeviceGoneError, match="d: serial port"):
+            await asyncio.wait_for(streaming, 2.0)
+    finally:
+        await tr.close()
+    dev.plug()
+    await tr.open()
+    try:
+
+        def bad(_chunk: object) -> None:
+            raise ValueError("a bug in the decoder")
+
+        streaming = asyncio.create_task(tr.stream_to(bad))
+        await asyncio.sleep(0)
+        dev.send(b"x")
+        with pytest.raises(ValueError, match="a bug"):
+            await asyncio.wait_for(streaming, 2.0)
+        dev.send(b"queued again")  # the stream has ended: reads are queued
+        assert (await asyncio.wait_for(tr.read_chunk(), 2)).data == b"queued again"
+    finally:
+        await tr.close()
+        dev.unplug()
+
+
 async def test_serial_transport_close_tells_the_callback(link: Path) -> None:
     dev = PtyDevice(link)
     dev.plug()

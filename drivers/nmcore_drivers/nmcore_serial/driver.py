@@ -609,14 +609,9 @@ class NmcoreSerialDriver:
         if self.options.time_sync_period_s > 0:
             pinger = asyncio.create_task(self._ping_every(), name=f"{self.device_id}.time_sync")
             pinger.add_done_callback(pinger_done)
-        tr.deliver_to(
-            session.guard(on_chunk),
-            lambda why: session.fail(DeviceGoneError(why, self.device_id)),
-        )
         try:
-            await session.wait()
+            await tr.stream_to(on_chunk, session)  # DeviceGoneError once the port is gone
         finally:
-            tr.deliver_to(None)
             if pinger is not None and not pinger.done():
                 pinger.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import serial
 
+from nmcore.driver import StreamSession
 from nmcore.errors import DeviceError, DeviceGoneError
 from nmcore.hostclock import HostClock
 
@@ -290,6 +291,22 @@ class SerialTransport:
             self._on_chunk = self._on_gone = None
             if on_gone is not None:
                 on_gone(self._gone or "serial port not open")
+
+    async def stream_to(
+        self, handle: Callable[[Chunk], None], session: StreamSession | None = None
+    ) -> None:
+        """Hand every read to `handle` from the reader callback (see `deliver_to`) until the
+        port is gone: then raise `DeviceGoneError`. An exception from `handle` ends it too,
+        raised here; so does `session.fail(exc)` if the caller passes its own session."""
+        session = session or StreamSession()
+        self.deliver_to(
+            session.guard(handle),
+            lambda why: session.fail(DeviceGoneError(why, self.device_id)),
+        )
+        try:
+            await session.wait()
+        finally:
+            self.deliver_to(None)
 
     def _wake(self) -> None:
         w = self._waiter
