@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -27,7 +27,7 @@ from nmcore.buffer.sequence import contiguous_runs
 from nmcore.driver import DriverContext, validate_options
 from nmcore.errors import DeviceError, DeviceGoneError
 from nmcore.model import ChannelSpec, SampleBlock, StreamDescriptor, StreamKind
-from nmcore.transport.serial import Chunk, SerialTransport
+from nmcore.transport.serial import Chunk, ReadDecodingDriver, SerialTransport
 from nmcore_drivers.bitalino.decoder import (
     EMG_GAIN,
     VCC_V,
@@ -98,7 +98,7 @@ class BitalinoOptions(BaseModel):
         return self.channels if self.channels is not None else [f"A{a}" for a in self.analog]
 
 
-class BitalinoDriver:
+class BitalinoDriver(ReadDecodingDriver):
     """One BITalino (r)evolution (see `nmcore.driver.Driver`)."""
 
     Options: ClassVar[type[BitalinoOptions]] = BitalinoOptions
@@ -211,29 +211,9 @@ class BitalinoDriver:
         self.decoder.reset()
         await self._send(start_cmd)
 
-    def _open_transport(self) -> SerialTransport:
-        if not self.transport.is_open:
-            raise DeviceGoneError("blocks() before open()", self.device_id)
-        return self.transport
-
     def _decode(self, chunk: Chunk) -> list[SampleBlock]:
         fr = self.decoder.feed(chunk.data)
         return self._blocks_of(fr, chunk.arrival_s) if fr.n else []
-
-    async def blocks(self) -> AsyncIterator[SampleBlock]:
-        tr = self._open_transport()
-        while True:
-            for block in self._decode(await tr.read_chunk()):
-                yield block
-
-    async def stream(self, on_block: Callable[[SampleBlock], None]) -> None:
-        """`blocks()` handed to `on_block` from the port's reader callback."""
-
-        def handle(chunk: Chunk) -> None:
-            for block in self._decode(chunk):
-                on_block(block)
-
-        await self._open_transport().stream_to(handle)
 
     def _blocks_of(self, fr: BitalinoFrames, arrival_s: float) -> list[SampleBlock]:
         opts = self.options

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -21,7 +21,7 @@ from nmcore.buffer.sequence import contiguous_runs
 from nmcore.driver import DriverContext, validate_options
 from nmcore.errors import DeviceError, DeviceGoneError
 from nmcore.model import ChannelSpec, SampleBlock, StreamDescriptor, StreamKind
-from nmcore.transport.serial import Chunk, SerialTransport
+from nmcore.transport.serial import Chunk, ReadDecodingDriver, SerialTransport
 from nmcore_drivers.openbci.decoder import (
     GAINS,
     CytonDecoder,
@@ -86,7 +86,7 @@ class CytonOptions(BaseModel):
         return list(self.gain) if isinstance(self.gain, list) else [self.gain] * 8
 
 
-class CytonDriver:
+class CytonDriver(ReadDecodingDriver):
     """One OpenBCI Cyton: stream `<id>.emg`, 8 channels in uV (see `nmcore.driver.Driver`)."""
 
     Options: ClassVar[type[CytonOptions]] = CytonOptions
@@ -204,29 +204,9 @@ class CytonDriver:
         self.decoder.reset()
         await tr.write(b"b")
 
-    def _open_transport(self) -> SerialTransport:
-        if not self.transport.is_open:
-            raise DeviceGoneError("blocks() before open()", self.device_id)
-        return self.transport
-
     def _decode(self, chunk: Chunk) -> list[SampleBlock]:
         pk = self.decoder.feed(chunk.data)
         return self._blocks_of(pk, self._streams[0].stream_id, chunk.arrival_s) if pk.n else []
-
-    async def blocks(self) -> AsyncIterator[SampleBlock]:
-        tr = self._open_transport()
-        while True:
-            for block in self._decode(await tr.read_chunk()):
-                yield block
-
-    async def stream(self, on_block: Callable[[SampleBlock], None]) -> None:
-        """`blocks()` handed to `on_block` from the port's reader callback."""
-
-        def handle(chunk: Chunk) -> None:
-            for block in self._decode(chunk):
-                on_block(block)
-
-        await self._open_transport().stream_to(handle)
 
     def _blocks_of(self, pk: CytonPackets, stream_id: str, arrival_s: float) -> list[SampleBlock]:
         data = pk.counts * self._scale

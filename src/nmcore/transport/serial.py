@@ -31,8 +31,9 @@ import serial
 from nmcore.driver import StreamSession
 from nmcore.errors import DeviceError, DeviceGoneError
 from nmcore.hostclock import HostClock
+from nmcore.model import SampleBlock
 
-__all__ = ["Chunk", "SerialStats", "SerialTransport", "port_holders"]
+__all__ = ["Chunk", "ReadDecodingDriver", "SerialStats", "SerialTransport", "port_holders"]
 
 # One read takes what the kernel has; 64 KiB is far above what a 1 Mbaud port accumulates
 # between two loop iterations, so one callback drains the driver buffer.
@@ -396,3 +397,35 @@ class SerialTransport:
                     raise self._err(f"write to {self.port} stalled for {timeout_s:g} s")
                 await asyncio.sleep(0.001)
         self.stats.writes += 1
+
+
+class ReadDecodingDriver:
+    """`blocks()` and `stream()` of a serial driver that turns each read into blocks on its
+    own (its decoder keeps any partial frame): the driver gives `transport`, `device_id` and
+    `_decode(chunk)`."""
+
+    transport: SerialTransport
+    device_id: str
+
+    def _decode(self, chunk: Chunk) -> list[SampleBlock]:
+        raise NotImplementedError
+
+    def _open_transport(self) -> SerialTransport:
+        if not self.transport.is_open:
+            raise DeviceGoneError("blocks() before open()", self.device_id)
+        return self.transport
+
+    async def blocks(self) -> AsyncIterator[SampleBlock]:
+        tr = self._open_transport()
+        while True:
+            for block in self._decode(await tr.read_chunk()):
+                yield block
+
+    async def stream(self, on_block: Callable[[SampleBlock], None]) -> None:
+        """`blocks()` handed to `on_block` from the port's reader callback."""
+
+        def handle(chunk: Chunk) -> None:
+            for block in self._decode(chunk):
+                on_block(block)
+
+        await self._open_transport().stream_to(handle)
