@@ -67,8 +67,10 @@ class Driver(Protocol):
     Optional: `async def stream(self, on_block: Callable[[SampleBlock], None]) -> None`, the
     same blocks handed to `on_block` from the driver's own callbacks (a timer, a reader, a
     notification) instead of yielded to a task: a delivery then costs one pass of the event
-    loop instead of two. It returns when closed, raises `DeviceGoneError` when the device is
-    gone, and raises whatever `on_block` raised. The runtime prefers it when present.
+    loop instead of two. Like `blocks()`, it ends when closed (returning or raising
+    `DeviceGoneError`, as `blocks()` does for that driver), raises `DeviceGoneError` when the
+    device is gone, and raises whatever `on_block` raised. The runtime prefers it when the
+    driver's class defines it as a coroutine function.
     """
 
     Options: ClassVar[type[BaseModel]]
@@ -92,9 +94,10 @@ P = ParamSpec("P")
 class StreamSession:
     """How a driver's `stream()` ends when its blocks come from callbacks.
 
-    `guard(fn)` wraps a callback: once the session has ended it does nothing, and an
-    exception it raises (a bug downstream, in `on_block`) ends the session with that
-    exception instead of going to the event loop's handler, which would only log it.
+    `guard(fn, late)` wraps a callback: an exception it raises (a bug downstream, in
+    `on_block`) ends the session with that exception instead of going to the event loop's
+    handler, which would only log it; once the session has ended (also by the awaiting task
+    being cancelled) calls go to `late` (a transport queues the data again) or nowhere.
     `fail(exc)` ends it from a callback (the device gone); `end()` ends it normally;
     `await session.wait()` returns or raises accordingly. Create it in the running loop.
     """
@@ -114,11 +117,17 @@ class StreamSession:
         if not self._done.done():
             self._done.set_result(None)
 
-    def guard(self, fn: Callable[P, None]) -> Callable[P, None]:
+    def guard(
+        self, fn: Callable[P, None], late: Callable[P, None] | None = None
+    ) -> Callable[P, None]:
         done = self._done
 
         def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
             if done.done():
+                # the session is over but the transport has not taken the callback back yet
+                # (the awaiting task runs on a later pass): `late` keeps what still arrives
+                if late is not None:
+                    late(*args, **kwargs)
                 return
             try:
                 fn(*args, **kwargs)

@@ -81,11 +81,12 @@ class VirtualClock:
         return self._t_s
 
     def _park(self, t_s: float, waiter: asyncio.Future[None] | _VirtualTimer) -> None:
+        loop = asyncio.get_running_loop()  # first: outside a loop, nothing may change
         self._seq += 1
         heapq.heappush(self._waiters, (max(t_s, self._t_s), self._seq, waiter))
         if not self._release_pending:
             self._release_pending = True
-            asyncio.get_running_loop().call_soon(self._release)
+            loop.call_soon(self._release)
 
     async def sleep_until(self, t_s: float) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -92,3 +92,15 @@ async def test_virtual_sleepers_keep_their_order_at_equal_times(start_s: float) 
 
     await asyncio.gather(*(sleeper(i) for i in range(5)))
     assert order == [0, 1, 2, 3, 4]
+
+
+def test_virtual_call_at_outside_a_loop_raises_and_leaves_the_clock_usable() -> None:
+    clock = VirtualClock(0.0)
+    with pytest.raises(RuntimeError):
+        clock.call_at(1.0, lambda: None)
+
+    async def later() -> float:
+        await asyncio.wait_for(clock.sleep_until(2.0), 1.0)  # would hang if left pending
+        return clock.now()
+
+    assert asyncio.run(later()) == 2.0

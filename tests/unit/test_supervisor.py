@@ -174,6 +174,37 @@ async def test_a_bug_in_the_block_consumer_propagates(driver_cls: type[ScriptedD
 
 
 @DRIVERS
+async def test_a_device_error_from_the_consumer_is_a_bug_not_a_device_failure(
+    driver_cls: type[ScriptedDriver],
+) -> None:
+    driver = driver_cls([("stream", 10, "gone")])
+
+    def on_block(block: SampleBlock) -> None:
+        raise DeviceError("raised downstream, by mistake", "dev")
+
+    sup = DeviceSupervisor(_cfg(), driver, on_block, MonotonicClock())
+    with pytest.raises(DeviceError, match="downstream"):
+        await sup.run()
+    assert driver.opens == 1  # not retried as if the device had failed
+
+
+class DriverWithAStreamAttribute(ScriptedDriver):
+    """A third-party driver whose `stream` is something else (a byte stream object)."""
+
+    def __init__(self, script: list[Any]) -> None:
+        super().__init__(script)
+        self.stream = object()
+
+
+async def test_only_a_coroutine_stream_method_is_taken_for_delivery() -> None:
+    driver = DriverWithAStreamAttribute([("stream", 5, "gone")])
+    got: list[SampleBlock] = []
+    sup = DeviceSupervisor(_cfg(), driver, got.append, MonotonicClock())
+    await _run_until(sup, lambda: driver.opens >= 2)
+    assert len(got) >= 5  # delivered through blocks()
+
+
+@DRIVERS
 async def test_one_device_failing_does_not_stop_another(driver_cls: type[ScriptedDriver]) -> None:
     bad = driver_cls(["fail"] * 1000)
     good = driver_cls([("stream", 10**6, "gone")])

@@ -614,8 +614,9 @@ class NmcoreSerialDriver:
         finally:
             if pinger is not None and not pinger.done():
                 pinger.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pinger
+                # wait() does not raise the pinger's CancelledError, so a cancel aimed at
+                # this task (shutdown) while it waits is not swallowed
+                await asyncio.wait({pinger})
 
     async def _ping_every(self) -> None:
         clock = self.ctx.clock

@@ -9,6 +9,7 @@ daemon with a traceback). The first failure is logged at WARNING, repeats at DEB
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 from collections.abc import Callable
@@ -142,9 +143,10 @@ class DeviceSupervisor:
         # and moved only when needed: a timeout per block cost a quarter of the daemon's CPU
         deadline = loop.time() + silence_s
         watchdog: asyncio.Timeout | None = None
+        consumer_error: DeviceError | None = None
 
         def accept(block: SampleBlock) -> None:
-            nonlocal deadline, first
+            nonlocal deadline, first, consumer_error
             now = loop.time()
             if deadline - now < silence_s:
                 deadline = now + 1.5 * silence_s
@@ -154,35 +156,41 @@ class DeviceSupervisor:
                 self._backoff.reset()
                 first = False
             self.stats.blocks += 1
-            self._on_block(block)
+            try:
+                self._on_block(block)
+            except DeviceError as exc:  # raised by the consumer, not the device: a bug
+                consumer_error = exc
+                raise
 
+        stream = getattr(type(self.driver), "stream", None)
+        blocks = None
         try:
             async with asyncio.timeout(silence_s) as watchdog:
-                stream = getattr(self.driver, "stream", None)
-                if stream is not None:
+                if inspect.iscoroutinefunction(stream):
                     # the driver calls `accept` from its own callbacks (see Driver.stream)
                     try:
-                        await stream(accept)
+                        await self.driver.stream(accept)
                     except DeviceError as exc:
+                        if exc is consumer_error:
+                            raise
                         return str(exc)
                     return "the device ended its stream"
-                return await self._pull(accept)
+                blocks = self.driver.blocks()
+                return await self._pull(blocks, accept)
         except TimeoutError:
             self.stats.silences += 1
             return f"silent for more than {silence_s:g} s (watchdog)"
-
-    async def _pull(self, accept: Callable[[SampleBlock], None]) -> str:
-        blocks = self.driver.blocks()
-        try:
-            while True:
-                try:
-                    block = await anext(blocks)
-                except StopAsyncIteration:
-                    return "the device ended its stream"
-                except DeviceError as exc:
-                    return str(exc)
-                accept(block)
         finally:
             aclose = getattr(blocks, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+    async def _pull(self, blocks: Any, accept: Callable[[SampleBlock], None]) -> str:
+        while True:
+            try:
+                block = await anext(blocks)
+            except StopAsyncIteration:
+                return "the device ended its stream"
+            except DeviceError as exc:
+                return str(exc)
+            accept(block)

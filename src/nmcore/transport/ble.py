@@ -101,12 +101,15 @@ class NotificationQueue:
         on_item = self._on_item
         if on_item is not None:
             on_item(arrival_s, bytes(payload))
-            return
+        else:
+            self._enqueue(arrival_s, bytes(payload))
+
+    def _enqueue(self, arrival_s: float, payload: bytes) -> None:
         if len(self._items) >= self._maxlen:
             self.dropped += 1
             self._stats.dropped_chunks += 1
             return
-        self._items.append((arrival_s, bytes(payload)))
+        self._items.append((arrival_s, payload))
         self._wake()
 
     def close(self, exc: BaseException) -> None:
@@ -147,7 +150,7 @@ class NotificationQueue:
         `deliver_to`) until the queue closes: then raise its error. An exception from
         `handle` ends it too, raised here."""
         session = StreamSession()
-        self.deliver_to(session.guard(handle), session.fail)
+        self.deliver_to(session.guard(handle, late=self._enqueue), session.fail)
         try:
             await session.wait()
         finally:

@@ -251,12 +251,15 @@ class SerialTransport:
         on_chunk = self._on_chunk
         if on_chunk is not None:
             on_chunk(Chunk(data, now_s))
-            return
+        else:
+            self._enqueue(Chunk(data, now_s))
+
+    def _enqueue(self, chunk: Chunk) -> None:
         if len(self._chunks) >= self._queue_chunks:
             old = self._chunks.popleft()
             self.stats.dropped_chunks += 1
             self.stats.dropped_bytes += len(old.data)
-        self._chunks.append(Chunk(data, now_s))
+        self._chunks.append(chunk)
         self._wake()
 
     def _lost(self, message: str) -> None:
@@ -301,7 +304,7 @@ class SerialTransport:
         raised here; so does `session.fail(exc)` if the caller passes its own session."""
         session = session or StreamSession()
         self.deliver_to(
-            session.guard(handle),
+            session.guard(handle, late=self._enqueue),
             lambda why: session.fail(DeviceGoneError(why, self.device_id)),
         )
         try:

@@ -71,6 +71,24 @@ async def test_queue_hands_chunks_to_a_callback_then_raises_the_close_error() ->
     assert len(q2) == 1
 
 
+async def test_chunks_arriving_after_the_stream_ended_are_queued_not_lost() -> None:
+    clock = VirtualClock(start_s=7.0)
+    q = NotificationQueue(clock, 8, LinkStats())
+
+    def bad(_t: float, payload: bytes) -> None:
+        if payload == b"x":
+            raise ValueError("a bug in the decoder")
+
+    streaming = asyncio.create_task(q.stream_to(bad))
+    await asyncio.sleep(0)
+    q.push(b"x")  # ends the session; the awaiting task runs on a later pass
+    q.push(b"late")  # arrives in between: queued for the next reader, not dropped
+    with pytest.raises(ValueError, match="a bug"):
+        await streaming
+    assert await q.get() == (7.0, b"late")
+    assert q.dropped == 0
+
+
 async def test_slow_consumer_drops_are_counted_and_become_a_gap(fake_bluez: Any) -> None:
     clock = MonotonicClock()
     h10 = fakebluez.H10Emulator(clock, ecg_per_frame=13, acc_per_frame=20, conn_interval_s=0.0)
