@@ -194,6 +194,11 @@ class NmcoreBleDriver:
         blocks = (self._block(arrival_s, pkt) for pkt in self.decoder.feed(chunk))
         return [b for b in blocks if b is not None]
 
+    def _pending_blocks(self) -> list[SampleBlock]:
+        """Blocks of the packets read while waiting for a command reply (at open)."""
+        pending = (self._block(*self._pending.popleft()) for _ in range(len(self._pending)))
+        return [b for b in pending if b is not None]
+
     def _byte_stream(self) -> BleByteStream:
         if self._stream is None:
             raise DeviceError("blocks() before open()", self.device_id)
@@ -201,10 +206,8 @@ class NmcoreBleDriver:
 
     async def blocks(self) -> AsyncIterator[SampleBlock]:
         stream = self._byte_stream()
-        while self._pending:
-            block = self._block(*self._pending.popleft())
-            if block is not None:
-                yield block
+        for block in self._pending_blocks():
+            yield block
         while True:
             arrival_s, chunk = await stream.read()  # DeviceGoneError when the link drops
             for block in self._decode(arrival_s, chunk):
@@ -213,10 +216,8 @@ class NmcoreBleDriver:
     async def stream(self, on_block: Callable[[SampleBlock], None]) -> None:
         """`blocks()` handed to `on_block` from the notification callback."""
         stream = self._byte_stream()
-        while self._pending:
-            block = self._block(*self._pending.popleft())
-            if block is not None:
-                on_block(block)
+        for block in self._pending_blocks():
+            on_block(block)
 
         def handle(arrival_s: float, chunk: bytes) -> None:
             for block in self._decode(arrival_s, chunk):

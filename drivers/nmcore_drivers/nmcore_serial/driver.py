@@ -567,10 +567,8 @@ class NmcoreSerialDriver:
         tr = self.transport
         clock = self.ctx.clock
         period_s = self.options.time_sync_period_s
-        while self._pending:
-            arrival_s, pkt = self._pending.popleft()
-            for block in self._handle([pkt], arrival_s):
-                yield block
+        for block in self._pending_blocks():
+            yield block
         while True:
             if period_s > 0:
                 now_s = clock.now()
@@ -579,6 +577,14 @@ class NmcoreSerialDriver:
             chunk = await tr.read_chunk()  # DeviceGoneError once the port is gone
             for block in self._decode(chunk):
                 yield block
+
+    def _pending_blocks(self) -> list[SampleBlock]:
+        """Blocks of the packets read while waiting for a command reply, in arrival order."""
+        out: list[SampleBlock] = []
+        while self._pending:
+            arrival_s, pkt = self._pending.popleft()
+            out += self._handle([pkt], arrival_s)
+        return out
 
     def _decode(self, chunk: Chunk) -> list[SampleBlock]:
         packets = self.decoder.feed(chunk.data)
@@ -601,10 +607,8 @@ class NmcoreSerialDriver:
             if exc is not None:  # a failed write: the device is gone
                 session.fail(exc)
 
-        while self._pending:
-            arrival_s, pkt = self._pending.popleft()
-            for block in self._handle([pkt], arrival_s):
-                on_block(block)
+        for block in self._pending_blocks():
+            on_block(block)
         pinger = None
         if self.options.time_sync_period_s > 0:
             pinger = asyncio.create_task(self._ping_every(), name=f"{self.device_id}.time_sync")
