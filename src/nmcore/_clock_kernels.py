@@ -16,6 +16,8 @@ highest c that still keeps the line below every point.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
@@ -504,3 +506,254 @@ def event_grid(
             out[1] = p + fit[0]
             return True
     return False
+
+
+# -- the per-packet observation fast path ----------------------------------------------------
+#
+# `ClockModel` keeps the scalars its per-packet path touches in one float64 state array
+# (integers and flags as exact floats), laid out by these slots; the rest of its state stays
+# in Python. The first group changes with every packet, the second is set once (tolerances
+# and the model's constants, kept here so a cached kernel never holds stale ones).
+S_N = 0  # accepted observations since the fit began
+S_X0 = 1
+S_Y0 = 2
+S_BASE = 3
+S_SLOPE = 4
+S_D = 5
+S_FITTED = 6
+S_U_LAST = 7
+S_RUN_KIND = 8
+S_LIVE_END = 9
+S_LIVE_KEY = 10
+S_LIVE_U = 11
+S_LIVE_V = 12
+S_LW_KEY = 13
+S_LW_U = 14
+S_LW_W = 15
+S_FLOOR_U = 16
+S_FLOOR_GAP = 17
+S_FLOOR_HIGH = 18
+S_LAST_ARRIVAL = 19
+S_ENV_SHIFT = 20
+S_JIT_I = 21
+S_EV_FIRST = 22
+S_EV_PREV = 23
+S_EV_XMIN = 24
+S_EV_XMAX = 25
+S_MULTI = 26
+S_GRID_LOW = 27
+S_GRID_IV = 28
+S_GRID_P = 29
+S_GA_START = 30
+S_GA_N = 31
+S_GL_END = 32
+S_GL_UKEY = 33
+S_GL_UU = 34
+S_GL_UV = 35
+S_GL_LKEY = 36
+S_GL_LU = 37
+S_GL_LW = 38
+S_GR_START = 39
+S_GR_N = 40
+S_BATCH_TOL = 41
+S_STALL_TOL = 42
+S_BACK_TOL = 43
+S_JUMP_TOL = 44
+S_WINDOW = 45
+S_BIN = 46
+S_MULTI_GAIN = 47
+S_MULTI_MIN = 48
+S_GRID_MARGIN = 49
+S_LEN = 50
+
+# `observe_block` results besides the index of an observation it left to Python
+OBSERVED = -1  # every observation done, `out` mapped
+NO_FIT = -2  # every observation done, but the model has no data to map with
+
+
+@jit
+def _grid_bound(s: npt.NDArray[np.float64], ga: npt.NDArray[np.float64], arrival: float) -> float:
+    """`ClockModel._grid_bound` (with `_grid_push`) on the state array."""
+    cap = ga.shape[0]
+    ga_start = int(s[S_GA_START])
+    ga_n = int(s[S_GA_N])
+    if ga_n == cap:
+        ga_start = (ga_start + 1) % cap
+        ga_n -= 1
+    ga[(ga_start + ga_n) % cap] = arrival
+    s[S_GA_START] = ga_start
+    s[S_GA_N] = ga_n + 1
+    iv = s[S_GRID_IV]
+    if iv != iv or s[S_MULTI] >= s[S_MULTI_MIN]:
+        return np.nan
+    p = s[S_GRID_P]
+    k = math.floor((arrival - p) / iv)
+    event = p + k * iv
+    if arrival - event > 0.25 * iv:
+        return np.nan
+    return float(event - iv - s[S_GRID_MARGIN])
+
+
+@jit
+def _grid_add(
+    s: npt.NDArray[np.float64], gr: npt.NDArray[np.float64], u: float, up_y: float, low_y: float
+) -> None:
+    """`ClockModel._grid_add` for an accepted packet (`up_y` finite) on the state array;
+    gr rows: the grid bins' upper u, upper v, lower u, lower w."""
+    bin_s = s[S_BIN]
+    gl_end = s[S_GL_END]
+    if u >= gl_end:
+        if gl_end != -np.inf:
+            cap = gr.shape[1]
+            start = int(s[S_GR_START])
+            n = int(s[S_GR_N])
+            if n == cap - 1:
+                start = (start + 1) % cap
+                n -= 1
+            j = (start + n) % cap
+            gr[0, j] = s[S_GL_UU]
+            gr[1, j] = s[S_GL_UV]
+            gr[2, j] = s[S_GL_LU]
+            gr[3, j] = s[S_GL_LW]
+            n += 1
+            window_s = s[S_WINDOW]
+            while n > 1:
+                a = gr[0, start]
+                b = gr[2, start]
+                if (b if b > a else a) >= u - window_s:
+                    break
+                start = (start + 1) % cap
+                n -= 1
+            s[S_GR_START] = start
+            s[S_GR_N] = n
+        s[S_GL_UKEY] = np.inf
+        s[S_GL_UU] = 0.0
+        s[S_GL_UV] = np.inf
+        s[S_GL_LKEY] = -np.inf
+        s[S_GL_LU] = 0.0
+        s[S_GL_LW] = np.nan
+        s[S_GL_END] = (math.floor(u / bin_s) + 1.0) * bin_s
+    elif u < gl_end - bin_s:
+        return
+    d = s[S_D]
+    y0 = s[S_Y0]
+    v = up_y - y0 - u
+    if v - d * u < s[S_GL_UKEY]:
+        s[S_GL_UKEY] = v - d * u
+        s[S_GL_UU] = u
+        s[S_GL_UV] = v
+    if low_y == low_y:
+        w = low_y - y0 - u
+        if w - d * u > s[S_GL_LKEY]:
+            s[S_GL_LKEY] = w - d * u
+            s[S_GL_LU] = u
+            s[S_GL_LW] = w
+
+
+@jit
+def observe_block(
+    s: npt.NDArray[np.float64],
+    gr: npt.NDArray[np.float64],
+    ga: npt.NDArray[np.float64],
+    jitter: npt.NDArray[np.float64],
+    first_x: float,
+    step: float,
+    k_start: int,
+    k_step: int,
+    k_last: int,
+    arrival: float,
+    j0: int,
+    out: npt.NDArray[np.float64],
+) -> int:
+    """A block's packet observations, then its host times, in one call.
+
+    The packets end at device times x_j = k_j * step + first_x, k_j running over
+    range(k_start, k_last, k_step) and then k_last; all arrived at `arrival`. From
+    observation `j0` on, each is `ClockModel.observe(x_j, arrival)` (the same operations
+    in the same order) as long as it is the steady case: the model has a fit, no suspected
+    discontinuity is open, the packet is neither a stall nor out of order, and it falls in
+    the live bin. The first one that is not is left untouched and its index returned: the
+    caller runs it through the Python model (which owns fits, bins and anomalies) and calls
+    again from the next. When all are done, `out` gets `grid_map(first_x, step, ...)` under
+    the fit and OBSERVED is returned (NO_FIT, `out` untouched, if the model has no data).
+    """
+    n_mid = (k_last - k_start + k_step - 1) // k_step if k_last > k_start else 0
+    m = n_mid + 1
+    stall_tol = s[S_STALL_TOL]
+    back_tol = s[S_BACK_TOL]
+    jump_tol = s[S_JUMP_TOL]
+    bin_s = s[S_BIN]
+    for j in range(j0, m):
+        k = k_start + j * k_step if j < n_mid else k_last
+        x = k * step + first_x
+        if s[S_N] == 0.0 or s[S_RUN_KIND] != 0.0:
+            return j
+        u = x - s[S_X0]
+        r = arrival - (s[S_BASE] + s[S_SLOPE] * u)
+        if (
+            r > stall_tol
+            or u < s[S_U_LAST] - back_tol
+            or (r < -jump_tol and s[S_FITTED] != 0.0)
+            or u >= s[S_LIVE_END]
+        ):
+            return j
+        # delivery batches (ClockModel._observe)
+        if arrival > s[S_EV_FIRST] + s[S_BATCH_TOL]:
+            gap = x - s[S_EV_XMAX]
+            if 0.0 < gap < np.inf:
+                many = 1.0 if s[S_EV_XMAX] - s[S_EV_XMIN] >= 0.5 * gap else 0.0
+                s[S_MULTI] += (many - s[S_MULTI]) * s[S_MULTI_GAIN]
+            s[S_EV_PREV] = s[S_EV_FIRST]
+            s[S_EV_FIRST] = arrival
+            s[S_EV_XMIN] = x
+            s[S_EV_XMAX] = x
+            s[S_GRID_LOW] = _grid_bound(s, ga, arrival)
+        else:
+            if x < s[S_EV_XMIN]:
+                s[S_EV_XMIN] = x
+            if x > s[S_EV_XMAX]:
+                s[S_EV_XMAX] = x
+        lower_y = s[S_EV_PREV] if s[S_EV_PREV] != -np.inf else np.nan
+        grid_y = s[S_GRID_LOW]
+        # ClockModel._accept, the live bin's case
+        s[S_N] += 1.0
+        floor_u = s[S_FLOOR_U]
+        if not u <= floor_u:
+            gap = u - floor_u
+            held = s[S_FLOOR_GAP]
+            if gap >= 0.0:  # _peak_hold
+                f = 1.0 - gap / s[S_WINDOW]
+                held *= f if f > 0.0 else 0.0
+                if s[S_FLOOR_HIGH] != 0.0 and not held > gap:
+                    held = gap
+            s[S_FLOOR_GAP] = held
+            s[S_FLOOR_HIGH] = 0.0
+            s[S_FLOOR_U] = u
+        s[S_LAST_ARRIVAL] = arrival
+        if u > s[S_U_LAST]:
+            s[S_U_LAST] = u
+        live_end = s[S_LIVE_END]
+        y0 = s[S_Y0]
+        key = r + s[S_BASE]
+        if key < s[S_LIVE_KEY] and u >= live_end - bin_s:
+            s[S_LIVE_KEY] = key
+            s[S_LIVE_U] = u
+            s[S_LIVE_V] = arrival - y0 - u
+        if lower_y == lower_y and live_end - bin_s <= u < live_end:  # _lower_point
+            w = lower_y - y0 - u
+            lkey = w - s[S_D] * u
+            if lkey > s[S_LW_KEY]:
+                s[S_LW_KEY] = lkey
+                s[S_LW_U] = u
+                s[S_LW_W] = w
+        _grid_add(s, gr, u, arrival, grid_y)
+        if r < 0.0:
+            s[S_BASE] += r
+            r = 0.0
+        i = int(s[S_JIT_I])
+        jitter[i] = r - s[S_ENV_SHIFT]
+        s[S_JIT_I] = (i + 1) % jitter.shape[0]
+    if s[S_N] == 0.0:
+        return NO_FIT
+    grid_map(first_x, step, s[S_X0], s[S_SLOPE], s[S_BASE], out)
+    return OBSERVED

@@ -33,7 +33,10 @@ The estimator (and why this one)
    for a 60 s window); each bin keeps only its lowest point (lowest y - slope * x under the
    current slope). This makes `observe` O(1) with a handful of float operations whatever
    the packet rate, bounds memory (window_s / bin_s points), and loses nothing the envelope
-   needs: only the lowest points of a neighbourhood can touch the hull. A refit runs once
+   needs: only the lowest points of a neighbourhood can touch the hull. The runtime hands
+   over a block's packets at once (`observe_block`): one jitted call does them and maps the
+   samples, and leaves to Python only what needs it (a bin to close, a suspected
+   discontinuity, the first packet of a fit). A refit runs once
    per closed bin (a few jitted calls: a few µs, ~0.1 ms with the batch bracket of item 5),
    never per packet. Each bin also keeps its highest batch lower bound (item 5).
 2. Drift, mature fit (data span > window_s): the lower-envelope linear programme of Moon,
@@ -173,10 +176,12 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from nmcore import _clock_kernels as ck
 from nmcore._clock_kernels import (
     affine_map,
     bracket_range,
@@ -186,6 +191,7 @@ from nmcore._clock_kernels import (
     group_minima,
     local_floor,
     minima_slope,
+    observe_block,
     shrink_slope,
 )
 
@@ -224,6 +230,8 @@ _GRID_STEP_S = 0.00125
 _GRID_MIN_K = 6
 _GRID_FRAC = 0.9
 _GRID_MARGIN_S = 0.0002
+# `observe` maps no samples: the kernel's output for it
+_NO_TIMES = np.empty(0)
 _GRID_SPAN_S = 20.0
 # Drift of the radio's clock (which times the events) against the host's: 200 ppm at most.
 _GRID_SLIDE = 200e-6
@@ -240,6 +248,35 @@ def _peak_hold(held: float, gap: float, tau_s: float, *, grow: bool) -> float:
         return held
     decayed = held * max(0.0, 1.0 - gap / tau_s)
     return max(gap, decayed) if grow else decayed
+
+
+class _Slot:
+    """A `ClockModel` scalar kept in its state array `_s` (slot `i`, `_clock_kernels.S_*`)."""
+
+    __slots__ = ("i",)
+
+    def __init__(self, i: int) -> None:
+        self.i = i
+
+    def __get__(self, obj: Any, owner: Any = None) -> float:
+        return float(obj._s[self.i])
+
+    def __set__(self, obj: Any, value: float) -> None:
+        obj._s[self.i] = value
+
+
+class _IntSlot(_Slot):
+    __slots__ = ()
+
+    def __get__(self, obj: Any, owner: Any = None) -> int:
+        return int(obj._s[self.i])
+
+
+class _BoolSlot(_Slot):
+    __slots__ = ()
+
+    def __get__(self, obj: Any, owner: Any = None) -> bool:
+        return bool(obj._s[self.i])
 
 
 class TickUnwrapper:
@@ -363,10 +400,6 @@ class ClockModel:
     """
 
     __slots__ = (
-        "_back_tol_s",
-        "_base",
-        "_batch_tol_s",
-        "_bin_s",
         "_bu",
         "_bv",
         "_bwu",
@@ -384,35 +417,12 @@ class ClockModel:
         "_cstart",
         "_cu",
         "_cv",
-        "_d",
         "_discontinuities",
         "_drift_window_s",
-        "_env_shift",
-        "_ev_first",
-        "_ev_prev",
-        "_ev_xmax",
-        "_ev_xmin",
         "_fit_out",
-        "_fitted",
-        "_floor_gap_s",
-        "_floor_high",
-        "_floor_u",
         "_ga",
-        "_ga_n",
-        "_ga_start",
-        "_gl_end",
-        "_gl_lkey",
-        "_gl_lu",
-        "_gl_lw",
-        "_gl_ukey",
-        "_gl_uu",
-        "_gl_uv",
-        "_gr_n",
-        "_gr_start",
-        "_grid_iv",
-        "_grid_low",
+        "_gr",
         "_grid_out",
-        "_grid_p",
         "_grid_t",
         "_grid_used",
         "_grlu",
@@ -426,38 +436,24 @@ class ClockModel:
         "_high_since",
         "_hold_s",
         "_hull",
-        "_jit_i",
         "_jitter",
-        "_jump_tol_s",
-        "_last_arrival_s",
-        "_live_end",
-        "_live_key",
-        "_live_u",
-        "_live_v",
         "_low_gap_s",
         "_low_u",
         "_lower_dropped",
-        "_lw_key",
-        "_lw_u",
-        "_lw_w",
         "_max_drift",
         "_min_fit_span_s",
-        "_multi",
-        "_n",
         "_n_bins",
         "_nominal_rate_hz",
         "_range_out",
         "_resets",
         "_run",
         "_run_first_x",
-        "_run_kind",
         "_run_n",
+        "_s",
         "_settle_s",
         "_settled",
         "_shift_hold_s",
         "_shift_tol_s",
-        "_slope",
-        "_stall_tol_s",
         "_start",
         "_su",
         "_sv",
@@ -465,12 +461,57 @@ class ClockModel:
         "_sync_n",
         "_sync_rejected",
         "_sync_start",
-        "_u_last",
-        "_window_s",
         "_work",
-        "_x0",
-        "_y0",
     )
+
+    # the per-packet path's scalars live in `_s`, where `observe_block` reads and writes them
+    _x0 = _Slot(ck.S_X0)
+    _y0 = _Slot(ck.S_Y0)
+    _base = _Slot(ck.S_BASE)
+    _slope = _Slot(ck.S_SLOPE)
+    _d = _Slot(ck.S_D)
+    _u_last = _Slot(ck.S_U_LAST)
+    _live_end = _Slot(ck.S_LIVE_END)
+    _live_key = _Slot(ck.S_LIVE_KEY)
+    _live_u = _Slot(ck.S_LIVE_U)
+    _live_v = _Slot(ck.S_LIVE_V)
+    _lw_key = _Slot(ck.S_LW_KEY)
+    _lw_u = _Slot(ck.S_LW_U)
+    _lw_w = _Slot(ck.S_LW_W)
+    _floor_u = _Slot(ck.S_FLOOR_U)
+    _floor_gap_s = _Slot(ck.S_FLOOR_GAP)
+    _last_arrival_s = _Slot(ck.S_LAST_ARRIVAL)
+    _env_shift = _Slot(ck.S_ENV_SHIFT)
+    _ev_first = _Slot(ck.S_EV_FIRST)
+    _ev_prev = _Slot(ck.S_EV_PREV)
+    _ev_xmin = _Slot(ck.S_EV_XMIN)
+    _ev_xmax = _Slot(ck.S_EV_XMAX)
+    _multi = _Slot(ck.S_MULTI)
+    _grid_low = _Slot(ck.S_GRID_LOW)
+    _grid_iv = _Slot(ck.S_GRID_IV)
+    _grid_p = _Slot(ck.S_GRID_P)
+    _gl_end = _Slot(ck.S_GL_END)
+    _gl_ukey = _Slot(ck.S_GL_UKEY)
+    _gl_uu = _Slot(ck.S_GL_UU)
+    _gl_uv = _Slot(ck.S_GL_UV)
+    _gl_lkey = _Slot(ck.S_GL_LKEY)
+    _gl_lu = _Slot(ck.S_GL_LU)
+    _gl_lw = _Slot(ck.S_GL_LW)
+    _batch_tol_s = _Slot(ck.S_BATCH_TOL)
+    _stall_tol_s = _Slot(ck.S_STALL_TOL)
+    _back_tol_s = _Slot(ck.S_BACK_TOL)
+    _jump_tol_s = _Slot(ck.S_JUMP_TOL)
+    _window_s = _Slot(ck.S_WINDOW)
+    _bin_s = _Slot(ck.S_BIN)
+    _n = _IntSlot(ck.S_N)
+    _run_kind = _IntSlot(ck.S_RUN_KIND)
+    _jit_i = _IntSlot(ck.S_JIT_I)
+    _ga_start = _IntSlot(ck.S_GA_START)
+    _ga_n = _IntSlot(ck.S_GA_N)
+    _gr_start = _IntSlot(ck.S_GR_START)
+    _gr_n = _IntSlot(ck.S_GR_N)
+    _fitted = _BoolSlot(ck.S_FITTED)
+    _floor_high = _BoolSlot(ck.S_FLOOR_HIGH)
 
     def __init__(
         self,
@@ -491,6 +532,11 @@ class ClockModel:
         confirm_n: int = 3,
         batch_tol_s: float = 0.002,
     ) -> None:
+        self._s = np.zeros(ck.S_LEN)
+        self._s[ck.S_MULTI_GAIN] = _MULTI_GAIN
+        self._s[ck.S_MULTI_MIN] = _MULTI_MIN
+        self._s[ck.S_GRID_MARGIN] = _GRID_MARGIN_S
+
         def positive(name: str, value: float) -> float:
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name}={value}: must be a positive number of seconds")
@@ -539,10 +585,13 @@ class ClockModel:
         # (+inf: none) and the highest lower bound (NaN: none). Unlike the envelope's bins
         # they keep packets that waited almost a whole interval (residual above
         # stall_tol_s): those are the ones whose lower bound is tight.
-        self._gru = np.zeros(self._cap)
-        self._grv = np.full(self._cap, np.inf)
-        self._grlu = np.zeros(self._cap)
-        self._grlw = np.full(self._cap, np.nan)
+        self._gr = np.zeros((4, self._cap))  # the rows below, one array for the kernel
+        self._gru = self._gr[0]
+        self._grv = self._gr[1]
+        self._grv[:] = np.inf
+        self._grlu = self._gr[2]
+        self._grlw = self._gr[3]
+        self._grlw[:] = np.nan
         self._ga = np.zeros(_GRID_CAP)  # first arrival of each recent batch (host s)
         self._gwork = np.zeros(2 * _GRID_CAP)
         self._grid_out = np.zeros(2)
@@ -564,7 +613,7 @@ class ClockModel:
         self._su = np.zeros(_SYNC_CAP)
         self._sv = np.zeros(_SYNC_CAP)  # send, as v
         self._sw = np.zeros(_SYNC_CAP)  # receive, as v
-        self._jitter = [0.0] * _JITTER_RING
+        self._jitter = np.zeros(_JITTER_RING)
         self._run: deque[tuple[float, float]] = deque(maxlen=_RUN_CAP)
         self._resets = 0
         self._discontinuities = 0
@@ -713,7 +762,66 @@ class ClockModel:
 
     def observe(self, device_time_s: float, arrival_s: float) -> None:
         """One packet: device time of its last sample, host monotonic arrival time."""
-        self._observe(device_time_s, arrival_s, packet=True)
+        self._observe_packets(float(device_time_s), 0.0, 0, 1, 0, float(arrival_s), _NO_TIMES)
+
+    def observe_block(
+        self,
+        first_device_s: float,
+        period_s: float,
+        k_start: int,
+        k_step: int,
+        k_last: int,
+        arrival_s: float,
+        out: FloatArray,
+    ) -> FloatArray:
+        """The packets of one delivery, then the host times of its samples, in one jitted
+        call for the usual case.
+
+        Packets end at device times k * period_s + first_device_s for k in
+        range(k_start, k_last, k_step) and then k_last (an empty range: one packet), all
+        received at `arrival_s`. The same as `observe` on each in turn, then
+        `to_host_grid(first_device_s, period_s, out)`; what the kernel leaves (the fit's
+        first packet, a bin to close, a suspected discontinuity) runs in Python.
+        """
+        if k_step < 1:
+            raise ValueError(f"k_step={k_step}: packet ends must run forward (k_step >= 1)")
+        # typed here: the kernel would compile a variant per argument type
+        first, period, arrival = float(first_device_s), float(period_s), float(arrival_s)
+        if (
+            self._observe_packets(
+                first, period, int(k_start), int(k_step), int(k_last), arrival, out
+            )
+            == ck.NO_FIT
+        ):
+            self._need_data()
+        return out
+
+    def _observe_packets(
+        self,
+        first_device_s: float,
+        period_s: float,
+        k_start: int,
+        k_step: int,
+        k_last: int,
+        arrival_s: float,
+        out: FloatArray,
+    ) -> int:
+        """`observe_block`'s work; returns `_clock_kernels.OBSERVED` or `NO_FIT`. The
+        kernel does the steady case; what it leaves goes through `_observe`, the model's
+        reference implementation."""
+        n_mid = len(range(k_start, k_last, k_step))
+        s, gr, ga, jitter = self._s, self._gr, self._ga, self._jitter
+        j = 0
+        while True:
+            j = observe_block(
+                s, gr, ga, jitter, first_device_s, period_s, k_start, k_step, k_last,
+                arrival_s, j, out,
+            )  # fmt: skip
+            if j < 0:
+                return j
+            k = k_start + j * k_step if j < n_mid else k_last
+            self._observe(k * period_s + first_device_s, arrival_s, packet=True)
+            j += 1
 
     def _observe(self, device_time_s: float, arrival_s: float, *, packet: bool) -> None:
         lower_y = math.nan

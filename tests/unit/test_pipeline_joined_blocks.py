@@ -29,6 +29,22 @@ class RecordingClock(ClockModel):
         self.seen.append((device_time_s, arrival_s))
         super().observe(device_time_s, arrival_s)
 
+    def observe_block(
+        self,
+        first_device_s: float,
+        period_s: float,
+        k_start: int,
+        k_step: int,
+        k_last: int,
+        arrival_s: float,
+        out: np.ndarray,
+    ) -> np.ndarray:
+        for k in [*range(k_start, k_last, k_step), k_last]:
+            self.seen.append((k * period_s + first_device_s, arrival_s))
+        return super().observe_block(
+            first_device_s, period_s, k_start, k_step, k_last, arrival_s, out
+        )
+
 
 def _pipeline() -> Pipeline:
     desc = StreamDescriptor(

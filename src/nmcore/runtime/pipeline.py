@@ -279,17 +279,17 @@ class Pipeline:
         else:
             if st._host_t.shape[0] < n_keep:
                 st._host_t = np.empty(max(n_keep, 64))
-            # a block of joined packets: the ends of the kept packets before the last, as if
-            # they had come one by one (the model was built on per-packet observations)
+            # The arrival bounds the device time of the last sample that arrived. A block of
+            # joined packets: the ends of the kept packets before it too, as if they had come
+            # one by one (the model was built on per-packet observations); the first kept
+            # packet's end is at kept index (packet - 1 - skip) mod packet.
+            last = n_keep - 1
             packet = block.packet_samples
-            if 0 < packet < n:
-                # kept index of the first kept packet's end: (packet - 1 - skip) mod packet
-                for k in range((packet - 1 - skip) % packet, n_keep - 1, packet):
-                    st.clock.observe(k * period_s + first_dev_s, block.arrival_s)
-            # the arrival bounds the device time of the last sample that arrived (the float
-            # to_host_grid maps it from: k * period_s + first_dev_s)
-            st.clock.observe((n_keep - 1) * period_s + first_dev_s, block.arrival_s)
-            host_t = st.clock.to_host_grid(first_dev_s, period_s, st._host_t[:n_keep])
+            k0 = (packet - 1 - skip) % packet if 0 < packet < n else last
+            host_t = st.clock.observe_block(
+                first_dev_s, period_s, k0, packet or 1, last, block.arrival_s,
+                st._host_t[:n_keep],
+            )  # fmt: skip
 
         res = st.push_chain(adm.first_index, data, host_t)
         rec = self.recorder

@@ -46,6 +46,7 @@ def warm_kernels() -> float:
     for k in range(200):
         for j in range(4):
             clock.observe(0.03 * k + 0.008 * j, 0.03 * k + 0.031)
+    clock.observe_block(6.0, 0.001, 3, 4, 11, 6.05, np.empty(12))  # the pipeline's call
     clock.to_host_array(np.arange(8.0) * 0.001)
     SosFilter(butter_sos(2, 10.0, 100.0, "lowpass"), 2).process(np.zeros((4, 2)))
     det = EmgOnsetDetector(1000.0, 2)
