@@ -762,7 +762,7 @@ class ClockModel:
 
     def observe(self, device_time_s: float, arrival_s: float) -> None:
         """One packet: device time of its last sample, host monotonic arrival time."""
-        self._observe_packets(float(device_time_s), 0.0, 0, 1, 0, float(arrival_s), _NO_TIMES)
+        self.observe_block(device_time_s, 0.0, 0, 1, 0, arrival_s, _NO_TIMES)
 
     def observe_block(
         self,
@@ -781,46 +781,27 @@ class ClockModel:
         range(k_start, k_last, k_step) and then k_last (an empty range: one packet), all
         received at `arrival_s`. The same as `observe` on each in turn, then
         `to_host_grid(first_device_s, period_s, out)`; what the kernel leaves (the fit's
-        first packet, a bin to close, a suspected discontinuity) runs in Python.
+        first packet, a bin to close, a suspected discontinuity) goes through `_observe`,
+        the model's reference implementation.
         """
         if k_step < 1:
             raise ValueError(f"k_step={k_step}: packet ends must run forward (k_step >= 1)")
         # typed here: the kernel would compile a variant per argument type
         first, period, arrival = float(first_device_s), float(period_s), float(arrival_s)
-        if (
-            self._observe_packets(
-                first, period, int(k_start), int(k_step), int(k_last), arrival, out
-            )
-            == ck.NO_FIT
-        ):
-            self._need_data()
-        return out
-
-    def _observe_packets(
-        self,
-        first_device_s: float,
-        period_s: float,
-        k_start: int,
-        k_step: int,
-        k_last: int,
-        arrival_s: float,
-        out: FloatArray,
-    ) -> int:
-        """`observe_block`'s work; returns `_clock_kernels.OBSERVED` or `NO_FIT`. The
-        kernel does the steady case; what it leaves goes through `_observe`, the model's
-        reference implementation."""
+        k_start, k_step, k_last = int(k_start), int(k_step), int(k_last)
         n_mid = len(range(k_start, k_last, k_step))
         s, gr, ga, jitter = self._s, self._gr, self._ga, self._jitter
         j = 0
         while True:
             j = observe_block(
-                s, gr, ga, jitter, first_device_s, period_s, k_start, k_step, k_last,
-                arrival_s, j, out,
-            )  # fmt: skip
-            if j < 0:
-                return j
+                s, gr, ga, jitter, first, period, k_start, k_step, k_last, arrival, j, out
+            )
+            if j == ck.OBSERVED:
+                return out
+            if j == ck.NO_FIT:  # raises unless a suspected discontinuity holds the data
+                return self.to_host_grid(first, period, out)
             k = k_start + j * k_step if j < n_mid else k_last
-            self._observe(k * period_s + first_device_s, arrival_s, packet=True)
+            self._observe(k * period + first, arrival, packet=True)
             j += 1
 
     def _observe(self, device_time_s: float, arrival_s: float, *, packet: bool) -> None:

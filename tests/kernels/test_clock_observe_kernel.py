@@ -159,10 +159,13 @@ def test_observe_is_the_kernel_path_for_one_packet() -> None:
     assert one.in_python < 0.1 * ref.in_python
 
 
-def test_a_model_without_data_cannot_map() -> None:
+def test_first_block_of_a_fit_and_a_bad_step() -> None:
     model = ClockModel(nominal_rate_hz=RATE_HZ)
     with pytest.raises(ValueError, match="k_step"):
         model.observe_block(0.0, PERIOD_S, 0, 0, 3, 1.0, np.empty(4))
-    # no packet observed yet, and a block whose packets the kernel must hand over
-    out = model.observe_block(0.0, PERIOD_S, 0, 1, 0, 5.0, np.empty(1))
-    assert out[0] == 5.0
+    # no packet observed yet: the first goes through Python (it starts the fit), the second
+    # through the kernel (same arrival, later device time: it lowers the line onto itself),
+    # and the block is mapped under that fit
+    out = model.observe_block(0.0, PERIOD_S, 1, 2, 3, 5.0, np.empty(4))
+    assert model.stats(5.0).n_observations == 2
+    np.testing.assert_allclose(out, 5.0 + (np.arange(4) - 3) * PERIOD_S, rtol=0, atol=1e-12)
