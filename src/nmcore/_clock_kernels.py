@@ -598,8 +598,10 @@ def _grid_bound(s: npt.NDArray[np.float64], ga: npt.NDArray[np.float64], arrival
 def _grid_add(
     s: npt.NDArray[np.float64], gr: npt.NDArray[np.float64], u: float, up_y: float, low_y: float
 ) -> None:
-    """`ClockModel._grid_add` for an accepted packet (`up_y` finite) on the state array;
+    """`ClockModel._grid_add` on the state array;
     gr rows: the grid bins' upper u, upper v, lower u, lower w."""
+    if up_y == np.inf and low_y != low_y:
+        return
     bin_s = s[S_BIN]
     gl_end = s[S_GL_END]
     if u >= gl_end:

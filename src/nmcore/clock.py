@@ -259,6 +259,8 @@ class _Slot:
         self.i = i
 
     def __get__(self, obj: Any, owner: Any = None) -> float:
+        if obj is None:  # the class attribute itself (introspection)
+            return self  # type: ignore[return-value]
         return float(obj._s[self.i])
 
     def __set__(self, obj: Any, value: float) -> None:
@@ -269,6 +271,8 @@ class _IntSlot(_Slot):
     __slots__ = ()
 
     def __get__(self, obj: Any, owner: Any = None) -> int:
+        if obj is None:  # the class attribute itself (introspection)
+            return self  # type: ignore[return-value]
         return int(obj._s[self.i])
 
 
@@ -276,6 +280,8 @@ class _BoolSlot(_Slot):
     __slots__ = ()
 
     def __get__(self, obj: Any, owner: Any = None) -> bool:
+        if obj is None:  # the class attribute itself (introspection)
+            return self  # type: ignore[return-value]
         return bool(obj._s[self.i])
 
 

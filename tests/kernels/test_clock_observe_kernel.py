@@ -37,6 +37,16 @@ class CountingModel(ClockModel):
         super()._observe(device_time_s, arrival_s, packet=packet)
 
 
+class PythonModel(CountingModel):
+    """The reference: every packet through `_observe`, replays after a confirmed
+    discontinuity too (`_anomaly` replays through `observe`)."""
+
+    __slots__ = ()
+
+    def observe(self, device_time_s: float, arrival_s: float) -> None:
+        self._observe(device_time_s, arrival_s, packet=True)
+
+
 Delivery = tuple[str, float, int, int, float]  # ("data", first_dev_s, P, packets, arrival)
 
 
@@ -98,27 +108,40 @@ def run(model: ClockModel, link: str, seed: int, *, reference: bool) -> list[Flo
             model.observe_sync(d[1], d[2], d[3])
             continue
         _, first, P, packets, arrival = d
-        out = np.empty(P * packets)
+        # every third delivery lost its head (a duplicate the pipeline skipped) and every
+        # fifth its tail: packet ends off the block's own grid, a last end that is no
+        # packet's (the pipeline's cases)
+        n = P * packets
+        skip = (len(outs) % P) if len(outs) % 3 == 0 and packets > 1 else 0
+        cut = 2 if len(outs) % 5 == 0 and n - skip > 2 else 0
+        first += skip * PERIOD_S
+        n_keep = n - skip - cut
+        k_start = (P - 1 - skip) % P
+        out = np.empty(n_keep)
         if reference:
-            for k in [*range(P - 1, P * packets - 1, P), P * packets - 1]:
-                model._observe(k * PERIOD_S + first, arrival, packet=True)
+            for k in [*range(k_start, n_keep - 1, P), n_keep - 1]:
+                model.observe(k * PERIOD_S + first, arrival)
             model.to_host_grid(first, PERIOD_S, out)
         else:
-            model.observe_block(first, PERIOD_S, P - 1, P, P * packets - 1, arrival, out)
+            model.observe_block(first, PERIOD_S, k_start, P, n_keep - 1, arrival, out)
         outs.append(out)
     return outs
 
 
 def assert_same_state(a: ClockModel, b: ClockModel) -> None:
-    for name in ("_s", "_gr", "_ga", "_jitter", "_bu", "_bv", "_bwu", "_bww", "_cu", "_cv"):
-        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    for name in ClockModel.__slots__:
+        va, vb = getattr(a, name), getattr(b, name)
+        if isinstance(va, np.ndarray):
+            np.testing.assert_array_equal(va, vb, err_msg=name)
+        else:
+            assert va == vb or (va != va and vb != vb), name
     assert a.stats(2000.0) == b.stats(2000.0)
 
 
 @pytest.mark.parametrize("link", ["ble", "sparse", "serial"])
 @pytest.mark.parametrize("seed", [1, 2])
 def test_kernel_leaves_the_model_as_the_python_path_does(link: str, seed: int) -> None:
-    ref, fast = CountingModel(), CountingModel()
+    ref, fast = PythonModel(), CountingModel()
     outs_ref = run(ref, link, seed, reference=True)
     outs_fast = run(fast, link, seed, reference=False)
     assert len(outs_ref) == len(outs_fast) >= 600
@@ -147,16 +170,16 @@ def test_py_func_agrees_with_the_compiled_kernel(monkeypatch: pytest.MonkeyPatch
 
 
 def test_observe_is_the_kernel_path_for_one_packet() -> None:
-    one, ref = CountingModel(), CountingModel()
+    one, ref = CountingModel(), PythonModel()
     for d in deliveries("serial", 4, duration_s=20.0):
         if d[0] != "data":
             continue
         _, first, P, packets, arrival = d
         for k in [*range(P - 1, P * packets - 1, P), P * packets - 1]:
             one.observe(k * PERIOD_S + first, arrival)
-            ref._observe(k * PERIOD_S + first, arrival, packet=True)
+            ref.observe(k * PERIOD_S + first, arrival)
     assert_same_state(one, ref)
-    assert one.in_python < 0.1 * ref.in_python
+    assert 0 < one.in_python < 0.1 * ref.in_python
 
 
 def test_first_block_of_a_fit_and_a_bad_step() -> None:

@@ -17,17 +17,14 @@ DRIFT = 80e-6
 
 
 class RecordingClock(ClockModel):
-    """The clock model, keeping every packet observation it is given."""
+    """The clock model, keeping every packet observation it is given (`observe` is
+    `observe_block` of one packet)."""
 
     __slots__ = ("seen",)
 
     def __init__(self) -> None:
         super().__init__(nominal_rate_hz=RATE_HZ)
         self.seen: list[tuple[float, float]] = []
-
-    def observe(self, device_time_s: float, arrival_s: float) -> None:
-        self.seen.append((device_time_s, arrival_s))
-        super().observe(device_time_s, arrival_s)
 
     def observe_block(
         self,

@@ -285,11 +285,10 @@ class Pipeline:
             # packet's end is at kept index (packet - 1 - skip) mod packet.
             last = n_keep - 1
             packet = block.packet_samples
-            k0 = (packet - 1 - skip) % packet if 0 < packet < n else last
+            k0, step = ((packet - 1 - skip) % packet, packet) if 0 < packet < n else (last, 1)
             host_t = st.clock.observe_block(
-                first_dev_s, period_s, k0, packet or 1, last, block.arrival_s,
-                st._host_t[:n_keep],
-            )  # fmt: skip
+                first_dev_s, period_s, k0, step, last, block.arrival_s, st._host_t[:n_keep]
+            )
 
         res = st.push_chain(adm.first_index, data, host_t)
         rec = self.recorder
