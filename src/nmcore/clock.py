@@ -768,7 +768,15 @@ class ClockModel:
 
     def observe(self, device_time_s: float, arrival_s: float) -> None:
         """One packet: device time of its last sample, host monotonic arrival time."""
-        self.observe_block(device_time_s, 0.0, 0, 1, 0, arrival_s, _NO_TIMES)
+        # observe_block of one packet, without its argument work (a per-packet call)
+        x, y = float(device_time_s), float(arrival_s)
+        if (
+            observe_block(
+                self._s, self._gr, self._ga, self._jitter, x, 0.0, 0, 1, 0, y, 0, _NO_TIMES
+            )
+            >= 0
+        ):
+            self._observe(x, y, packet=True)
 
     def observe_block(
         self,
@@ -1399,7 +1407,8 @@ class ClockModel:
             and out.ndim == 1
             and out.shape[0] == x.shape[0]
         ):
-            affine_map(x, self._x0, self._slope, self._base, out)
+            s = self._s  # the slots read directly: a per-block call
+            affine_map(x, float(s[ck.S_X0]), float(s[ck.S_SLOPE]), float(s[ck.S_BASE]), out)
             return out
         np.subtract(x, self._x0, out=out)
         out *= self._slope
