@@ -175,8 +175,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -198,7 +199,10 @@ from nmcore._clock_kernels import (
 __all__ = ["ClockModel", "ClockStats", "TickUnwrapper"]
 
 FloatArray = npt.NDArray[np.float64]
+T = TypeVar("T", float, int, bool)
 
+# `observe` maps no samples: the kernel's output for it
+_NO_TIMES = np.empty(0)
 # Residual ring for the jitter figure: ~5 s of packets at 100 packets/s, enough for a p95.
 _JITTER_RING = 512
 # Time-sync points kept per window (one ping per second over 120 s fits; older ones drop).
@@ -230,8 +234,6 @@ _GRID_STEP_S = 0.00125
 _GRID_MIN_K = 6
 _GRID_FRAC = 0.9
 _GRID_MARGIN_S = 0.0002
-# `observe` maps no samples: the kernel's output for it
-_NO_TIMES = np.empty(0)
 _GRID_SPAN_S = 20.0
 # Drift of the radio's clock (which times the events) against the host's: 200 ppm at most.
 _GRID_SLIDE = 200e-6
@@ -250,39 +252,25 @@ def _peak_hold(held: float, gap: float, tau_s: float, *, grow: bool) -> float:
     return max(gap, decayed) if grow else decayed
 
 
-class _Slot:
-    """A `ClockModel` scalar kept in its state array `_s` (slot `i`, `_clock_kernels.S_*`)."""
+class _Slot(Generic[T]):
+    """A `ClockModel` scalar kept in its state array `_s` (slot `i`, `_clock_kernels.S_*`),
+    read back as `kind` (float, int or bool: the array holds them as exact floats)."""
 
-    __slots__ = ("i",)
+    __slots__ = ("i", "kind")
+    i: int
+    kind: Callable[[float], T]
 
-    def __init__(self, i: int) -> None:
+    def __init__(self, i: int, kind: Callable[[float], T]) -> None:
         self.i = i
+        self.kind = kind
 
-    def __get__(self, obj: Any, owner: Any = None) -> float:
+    def __get__(self, obj: Any, owner: Any = None) -> T:
         if obj is None:  # the class attribute itself (introspection)
             return self  # type: ignore[return-value]
-        return float(obj._s[self.i])
+        return self.kind(float(obj._s[self.i]))
 
-    def __set__(self, obj: Any, value: float) -> None:
+    def __set__(self, obj: Any, value: T) -> None:
         obj._s[self.i] = value
-
-
-class _IntSlot(_Slot):
-    __slots__ = ()
-
-    def __get__(self, obj: Any, owner: Any = None) -> int:
-        if obj is None:  # the class attribute itself (introspection)
-            return self  # type: ignore[return-value]
-        return int(obj._s[self.i])
-
-
-class _BoolSlot(_Slot):
-    __slots__ = ()
-
-    def __get__(self, obj: Any, owner: Any = None) -> bool:
-        if obj is None:  # the class attribute itself (introspection)
-            return self  # type: ignore[return-value]
-        return bool(obj._s[self.i])
 
 
 class TickUnwrapper:
@@ -471,53 +459,53 @@ class ClockModel:
     )
 
     # the per-packet path's scalars live in `_s`, where `observe_block` reads and writes them
-    _x0 = _Slot(ck.S_X0)
-    _y0 = _Slot(ck.S_Y0)
-    _base = _Slot(ck.S_BASE)
-    _slope = _Slot(ck.S_SLOPE)
-    _d = _Slot(ck.S_D)
-    _u_last = _Slot(ck.S_U_LAST)
-    _live_end = _Slot(ck.S_LIVE_END)
-    _live_key = _Slot(ck.S_LIVE_KEY)
-    _live_u = _Slot(ck.S_LIVE_U)
-    _live_v = _Slot(ck.S_LIVE_V)
-    _lw_key = _Slot(ck.S_LW_KEY)
-    _lw_u = _Slot(ck.S_LW_U)
-    _lw_w = _Slot(ck.S_LW_W)
-    _floor_u = _Slot(ck.S_FLOOR_U)
-    _floor_gap_s = _Slot(ck.S_FLOOR_GAP)
-    _last_arrival_s = _Slot(ck.S_LAST_ARRIVAL)
-    _env_shift = _Slot(ck.S_ENV_SHIFT)
-    _ev_first = _Slot(ck.S_EV_FIRST)
-    _ev_prev = _Slot(ck.S_EV_PREV)
-    _ev_xmin = _Slot(ck.S_EV_XMIN)
-    _ev_xmax = _Slot(ck.S_EV_XMAX)
-    _multi = _Slot(ck.S_MULTI)
-    _grid_low = _Slot(ck.S_GRID_LOW)
-    _grid_iv = _Slot(ck.S_GRID_IV)
-    _grid_p = _Slot(ck.S_GRID_P)
-    _gl_end = _Slot(ck.S_GL_END)
-    _gl_ukey = _Slot(ck.S_GL_UKEY)
-    _gl_uu = _Slot(ck.S_GL_UU)
-    _gl_uv = _Slot(ck.S_GL_UV)
-    _gl_lkey = _Slot(ck.S_GL_LKEY)
-    _gl_lu = _Slot(ck.S_GL_LU)
-    _gl_lw = _Slot(ck.S_GL_LW)
-    _batch_tol_s = _Slot(ck.S_BATCH_TOL)
-    _stall_tol_s = _Slot(ck.S_STALL_TOL)
-    _back_tol_s = _Slot(ck.S_BACK_TOL)
-    _jump_tol_s = _Slot(ck.S_JUMP_TOL)
-    _window_s = _Slot(ck.S_WINDOW)
-    _bin_s = _Slot(ck.S_BIN)
-    _n = _IntSlot(ck.S_N)
-    _run_kind = _IntSlot(ck.S_RUN_KIND)
-    _jit_i = _IntSlot(ck.S_JIT_I)
-    _ga_start = _IntSlot(ck.S_GA_START)
-    _ga_n = _IntSlot(ck.S_GA_N)
-    _gr_start = _IntSlot(ck.S_GR_START)
-    _gr_n = _IntSlot(ck.S_GR_N)
-    _fitted = _BoolSlot(ck.S_FITTED)
-    _floor_high = _BoolSlot(ck.S_FLOOR_HIGH)
+    _x0 = _Slot(ck.S_X0, float)
+    _y0 = _Slot(ck.S_Y0, float)
+    _base = _Slot(ck.S_BASE, float)
+    _slope = _Slot(ck.S_SLOPE, float)
+    _d = _Slot(ck.S_D, float)
+    _u_last = _Slot(ck.S_U_LAST, float)
+    _live_end = _Slot(ck.S_LIVE_END, float)
+    _live_key = _Slot(ck.S_LIVE_KEY, float)
+    _live_u = _Slot(ck.S_LIVE_U, float)
+    _live_v = _Slot(ck.S_LIVE_V, float)
+    _lw_key = _Slot(ck.S_LW_KEY, float)
+    _lw_u = _Slot(ck.S_LW_U, float)
+    _lw_w = _Slot(ck.S_LW_W, float)
+    _floor_u = _Slot(ck.S_FLOOR_U, float)
+    _floor_gap_s = _Slot(ck.S_FLOOR_GAP, float)
+    _last_arrival_s = _Slot(ck.S_LAST_ARRIVAL, float)
+    _env_shift = _Slot(ck.S_ENV_SHIFT, float)
+    _ev_first = _Slot(ck.S_EV_FIRST, float)
+    _ev_prev = _Slot(ck.S_EV_PREV, float)
+    _ev_xmin = _Slot(ck.S_EV_XMIN, float)
+    _ev_xmax = _Slot(ck.S_EV_XMAX, float)
+    _multi = _Slot(ck.S_MULTI, float)
+    _grid_low = _Slot(ck.S_GRID_LOW, float)
+    _grid_iv = _Slot(ck.S_GRID_IV, float)
+    _grid_p = _Slot(ck.S_GRID_P, float)
+    _gl_end = _Slot(ck.S_GL_END, float)
+    _gl_ukey = _Slot(ck.S_GL_UKEY, float)
+    _gl_uu = _Slot(ck.S_GL_UU, float)
+    _gl_uv = _Slot(ck.S_GL_UV, float)
+    _gl_lkey = _Slot(ck.S_GL_LKEY, float)
+    _gl_lu = _Slot(ck.S_GL_LU, float)
+    _gl_lw = _Slot(ck.S_GL_LW, float)
+    _batch_tol_s = _Slot(ck.S_BATCH_TOL, float)
+    _stall_tol_s = _Slot(ck.S_STALL_TOL, float)
+    _back_tol_s = _Slot(ck.S_BACK_TOL, float)
+    _jump_tol_s = _Slot(ck.S_JUMP_TOL, float)
+    _window_s = _Slot(ck.S_WINDOW, float)
+    _bin_s = _Slot(ck.S_BIN, float)
+    _n = _Slot(ck.S_N, int)
+    _run_kind = _Slot(ck.S_RUN_KIND, int)
+    _jit_i = _Slot(ck.S_JIT_I, int)
+    _ga_start = _Slot(ck.S_GA_START, int)
+    _ga_n = _Slot(ck.S_GA_N, int)
+    _gr_start = _Slot(ck.S_GR_START, int)
+    _gr_n = _Slot(ck.S_GR_N, int)
+    _fitted = _Slot(ck.S_FITTED, bool)
+    _floor_high = _Slot(ck.S_FLOOR_HIGH, bool)
 
     def __init__(
         self,
@@ -803,7 +791,6 @@ class ClockModel:
         # typed here: the kernel would compile a variant per argument type
         first, period, arrival = float(first_device_s), float(period_s), float(arrival_s)
         k_start, k_step, k_last = int(k_start), int(k_step), int(k_last)
-        n_mid = len(range(k_start, k_last, k_step))
         s, gr, ga, jitter = self._s, self._gr, self._ga, self._jitter
         j = 0
         while True:
@@ -814,7 +801,8 @@ class ClockModel:
                 return out
             if j == ck.NO_FIT:  # raises unless a suspected discontinuity holds the data
                 return self.to_host_grid(first, period, out)
-            k = k_start + j * k_step if j < n_mid else k_last
+            # packet j, left to Python (rare: its range is not worked out per block)
+            k = k_start + j * k_step if j < len(range(k_start, k_last, k_step)) else k_last
             self._observe(k * period + first, arrival, packet=True)
             j += 1
 
