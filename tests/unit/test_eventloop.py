@@ -48,9 +48,18 @@ def test_a_timed_wait_goes_to_select_with_its_microseconds(
     monkeypatch.setattr(select, "select", spy)
     with eventloop.PreciseEpollSelector() as sel:
         assert sel.precise
+        polls: list[float | None] = []
+        real_epoll = selectors.EpollSelector.select
+
+        def epoll_spy(self: selectors.EpollSelector, timeout: float | None = None) -> Any:
+            polls.append(timeout)
+            return real_epoll(self, timeout)
+
+        monkeypatch.setattr(selectors.EpollSelector, "select", epoll_spy)
         assert sel.select(WAIT_S) == []
+        assert polls == []  # the deadline, nothing ready: no epoll_wait after select
         assert sel.select(0) == []  # a poll: straight to epoll
-        assert waits == [WAIT_S]
+        assert (waits, polls) == ([WAIT_S], [0])
         sel.precise = False  # what an epoll descriptor >= FD_SETSIZE gets
         assert sel.select(WAIT_S) == []
         assert waits == [WAIT_S]
