@@ -11,7 +11,7 @@ __all__ = ["LoopLagMonitor"]
 
 
 class LoopLagMonitor:
-    """Sleeps `interval_s` repeatedly and records how late each wake-up was.
+    """Runs a timer callback every `interval_s` and records how late each one ran.
 
     20 probes a second by default: a timer wake-up costs the process 80-230 us of CPU on the
     2-core lab machines (`benchmarks/bench_daemon.py`, daemon_wakeup_floor_cpu_pct), so
@@ -28,12 +28,28 @@ class LoopLagMonitor:
         self._wall0 = time.monotonic()
 
     async def run(self) -> None:
-        while True:
-            t0 = time.monotonic()
-            await asyncio.sleep(self.interval_s)
-            lag_s = time.monotonic() - t0 - self.interval_s
-            self._lags_s[self._n % self._lags_s.shape[0]] = max(lag_s, 0.0)
+        """Probe until cancelled. Each probe is a timer callback due `interval_s` after the
+        previous one ran; its lag is how late it runs (a sleeping task would cost a second
+        pass of the loop per probe: the timer completes a future, then the task steps)."""
+        loop = asyncio.get_running_loop()
+        lags = self._lags_s
+        timer: asyncio.TimerHandle | None = None
+
+        def probe(due_s: float) -> None:
+            nonlocal timer
+            now_s = loop.time()  # time.monotonic, as every asyncio loop on Linux
+            lags[self._n % lags.shape[0]] = max(now_s - due_s, 0.0)
             self._n += 1
+            due_s = now_s + self.interval_s
+            timer = loop.call_at(due_s, probe, due_s)
+
+        due_s = loop.time() + self.interval_s
+        timer = loop.call_at(due_s, probe, due_s)
+        try:
+            await loop.create_future()  # until cancelled
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def lag_ms(self, q: float) -> float:
         n = min(self._n, self._lags_s.shape[0])
