@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from nmcore.driver import DriverContext, PassJoiner, StreamSession
+from nmcore.driver import DriverContext, StreamSession
 from nmcore.errors import ConfigError, DeviceError, DeviceGoneError
 from nmcore.hostclock import Cancellable, TimerClock
 from nmcore.model import ChannelSpec, SampleBlock, StreamDescriptor, StreamKind
@@ -84,12 +84,6 @@ class SimDriverBase:
         self.ctx = ctx
         self._streams = self._descriptors(device_id, self.options)
         check_transport(device_id, self.options.transport, self._streams)
-        tr = self.options.transport
-        # a BLE link's packets are joined here, as the BLE drivers join a loop pass's
-        # notifications (the same class): driver work, outside the device model
-        self._joiner = (
-            PassJoiner(self._streams) if tr.joins_packets and not tr.device_joins else None
-        )
         self._open = False
         self._gone = False
 
@@ -206,16 +200,6 @@ class SimDriverBase:
             "link lost (simulated outage); the supervisor should reconnect", self.device_id
         )
 
-    def _delivered(self, dev: SimDevice, t_s: float) -> list[SampleBlock]:
-        """The blocks of the delivery event at `t_s`, a BLE link's joined."""
-        blocks = dev.advance(t_s)
-        joiner = self._joiner
-        if joiner is None or len(blocks) < 2:
-            return blocks
-        for block in blocks:
-            joiner.add(block)
-        return joiner.take()
-
     async def blocks(self) -> AsyncGenerator[SampleBlock, None]:
         dev = self._streaming_device()
         clock = self.ctx.clock
@@ -226,7 +210,7 @@ class SimDriverBase:
                 return
             if outage is not None:
                 raise self._lose_link(dev, outage)
-            for block in self._delivered(dev, t_s):
+            for block in dev.advance(t_s):
                 yield block
 
     async def stream(self, on_block: Callable[[SampleBlock], None]) -> None:
@@ -251,7 +235,7 @@ class SimDriverBase:
             elif outage is not None:
                 session.fail(self._lose_link(dev, outage))
             else:
-                for block in self._delivered(dev, t_s):
+                for block in dev.advance(t_s):
                     on_block(block)
                 t_next, outage_next = self._next_wake(dev)
                 timer = clock.call_at(t_next, partial(guarded, t_next, outage_next))

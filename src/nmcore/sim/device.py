@@ -16,10 +16,9 @@ Time model (world time = the host clock's base, seconds):
   ble: connection events every `ble_interval_ms`, at most `ble_max_packets_per_event`
   notifications per stream each, some events missed (the batch waits for the next one).
   Arrival time = delivery event time, never before the samples exist. A delivery joins its
-  contiguous packets into one block (`join_packets`): a serial one here, as a serial driver
-  decodes one read into one block per run; a BLE one in the simulated driver, with the BLE
-  drivers' own `driver.PassJoiner` (their notifications of one loop pass), so that work
-  counts as the driver's, not as the device's.
+  contiguous packets into one block (`join_packets`), as a serial driver decodes one read
+  into one block per run and a BLE driver joins the notifications that came in one pass of
+  the event loop (`driver.PassJoiner`).
 - Link outages (`disconnect_after_s` of link up, then `disconnect_duration_s` down, repeating):
   the driver raises DeviceGoneError at the outage start; the device keeps sampling; packets
   not delivered before the outage and those completed before the next `open` are lost.
@@ -99,11 +98,6 @@ class TransportOptions(BaseModel):
     @property
     def joins_packets(self) -> bool:
         return self.kind != "ideal" if self.join_packets is None else self.join_packets
-
-    @property
-    def device_joins(self) -> bool:
-        """The device model joins (serial, ideal); a BLE link's driver does."""
-        return self.joins_packets and self.kind != "ble"
 
 
 class FaultOptions(BaseModel):
@@ -208,7 +202,7 @@ class _Stream:
         # complete packets not yet delivered: (first index, block without its arrival time,
         # counter segment: a reset starts a new one, and packets join only within one)
         self.pending: deque[tuple[int, SampleBlock, int]] = deque()
-        self.join = device.options.transport.device_joins
+        self.join = device.options.transport.joins_packets
         self.reset: tuple[int, int] | None = None  # (first index not taken, resume index)
         self.samples_delivered = 0
         self.packets_delivered = 0
