@@ -89,21 +89,15 @@ async def test_chunks_arriving_after_the_stream_ended_are_queued_not_lost() -> N
     assert q.dropped == 0
 
 
-async def _logged_stream() -> tuple[NotificationQueue, list[Any], asyncio.Task[None]]:
-    """A queue streaming to a log: each payload, then "|" for each end of pass."""
+async def test_end_of_pass_follows_each_loop_pass_and_the_close() -> None:
+    """`stream_to(handle, end_of_pass)`: one end-of-pass call after the chunks of a loop pass,
+    before the next pass; on close it runs before the error is raised."""
     q = NotificationQueue(VirtualClock(start_s=3.0), 8, LinkStats())
     log: list[Any] = []
     streaming = asyncio.create_task(
         q.stream_to(lambda _t, p: log.append(p), lambda: log.append("|"))
     )
     await asyncio.sleep(0)
-    return q, log, streaming
-
-
-async def test_end_of_pass_follows_each_loop_pass_and_the_close() -> None:
-    """`stream_to(handle, end_of_pass)`: one end-of-pass call after the chunks of a loop pass,
-    before the next pass; on close it runs before the error is raised."""
-    q, log, streaming = await _logged_stream()
     q.push(b"a")
     q.push(b"b")  # the same pass
     await asyncio.sleep(0)
@@ -121,7 +115,12 @@ async def test_end_of_pass_follows_each_loop_pass_and_the_close() -> None:
 
 
 async def test_end_of_pass_still_runs_when_the_stream_is_cancelled_mid_pass() -> None:
-    q, log, streaming = await _logged_stream()
+    q = NotificationQueue(VirtualClock(start_s=3.0), 8, LinkStats())
+    log: list[Any] = []
+    streaming = asyncio.create_task(
+        q.stream_to(lambda _t, p: log.append(p), lambda: log.append("|"))
+    )
+    await asyncio.sleep(0)
     q.push(b"a")
     streaming.cancel()  # in the same pass: what was decoded still goes out, once
     with pytest.raises(asyncio.CancelledError):
