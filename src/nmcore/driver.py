@@ -11,23 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, ParamSpec, Protocol, TypeVar, runtime_checkable
 
-import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from nmcore.errors import ConfigError, NmcoreError
 from nmcore.hostclock import HostClock
-from nmcore.model import Event, SampleBlock, StreamDescriptor
+from nmcore.model import Event, StreamDescriptor
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "Driver",
     "DriverContext",
-    "PassJoiner",
     "StreamSession",
     "available_drivers",
     "load_driver",
@@ -140,93 +138,6 @@ class StreamSession:
 
     async def wait(self) -> None:
         await self._done
-
-
-class PassJoiner:
-    """Joins the packets a callback-driven driver decoded in one delivery into one block per
-    run, as a serial driver decodes one read into one block.
-
-    BLE hands over the notifications of a connection event together (often in one read of
-    the D-Bus socket, so in one pass of the event loop); a block per notification would cost
-    the pipeline a full ingest per packet. `add` the blocks of a delivery as they are decoded
-    and `take` them joined once it is over (the BLE transport calls back at the end of each
-    loop pass). A run is consecutive packets of one stream, each of the first one's size, with
-    counters that continue each other (no loss, no reset between) and no host times or earlier
-    joins: one block with the first packet's counter, `packet_samples` set (the clock model
-    still sees every packet's end), the last packet's arrival and device timestamp. The last
-    arrival is the one that bounds them all (every packet of the run was in by then); it loses
-    nothing: the later packet ends it bounds are the ones that constrain the map. Streams may
-    interleave (a Polar notification stream carries ECG and ACC frames); a run ends at its
-    own stream's next discontinuity. Output order: by each run's first packet.
-    """
-
-    def __init__(self, streams: Iterable[StreamDescriptor]) -> None:
-        # counters compare modulo the wrap; 0 bits: the driver counts itself, no wrap
-        self._modulus = {d.stream_id: 1 << d.counter_bits if d.counter_bits else 0 for d in streams}
-        self._pending: list[SampleBlock] = []
-
-    def add(self, block: SampleBlock) -> None:
-        self._pending.append(block)
-
-    def __len__(self) -> int:
-        return len(self._pending)
-
-    def take(self) -> list[SampleBlock]:
-        """The blocks added since the last `take`, joined (the usual single block as it is)."""
-        pending = self._pending
-        self._pending = []
-        if len(pending) < 2:
-            return pending
-        runs: list[list[SampleBlock]] = []
-        open_run: dict[str, list[SampleBlock]] = {}
-        for block in pending:
-            run = open_run.get(block.stream_id)
-            if run is not None and self._continues(run, block):
-                run.append(block)
-            else:
-                run = [block]
-                runs.append(run)
-                open_run[block.stream_id] = run
-        return [self._joined(run) for run in runs]
-
-    def _continues(self, run: list[SampleBlock], block: SampleBlock) -> bool:
-        first = run[0]
-        size = first.n_samples
-        if (
-            block.n_samples != size
-            or first.packet_samples
-            or block.packet_samples
-            or first.host_t_s is not None
-            or block.host_t_s is not None
-            or (first.device_ticks is None) != (block.device_ticks is None)
-        ):
-            return False
-        expected = first.counter + len(run) * size
-        modulus = self._modulus.get(block.stream_id, 0)
-        if modulus:
-            expected %= modulus
-        return block.counter == expected
-
-    def hand_to(self, on_block: Callable[[SampleBlock], None]) -> None:
-        """`take` and hand each block to `on_block` (a driver's end-of-pass callback)."""
-        for block in self.take():
-            on_block(block)
-
-    @staticmethod
-    def _joined(run: list[SampleBlock]) -> SampleBlock:
-        if len(run) == 1:
-            return run[0]
-        first, last = run[0], run[-1]
-        size = first.n_samples
-        return SampleBlock(
-            stream_id=first.stream_id,
-            counter=first.counter,
-            data=np.concatenate([b.data for b in run]),
-            arrival_s=last.arrival_s,
-            device_ticks=last.device_ticks,
-            ticks_index=(len(run) - 1) * size + last.ticks_index,
-            packet_samples=size,
-        )
 
 
 M = TypeVar("M", bound=BaseModel)

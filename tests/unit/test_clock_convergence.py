@@ -87,10 +87,7 @@ def run_device(
                 segment_index = resume_index  # the reboot: a new count on the same grid
             last_first_s = first_dev_s
             dev_t = first_dev_s + np.arange(block.n_samples) * period_s
-            # every packet's end, as the pipeline observes a block of joined packets
-            size, n = block.packet_samples, block.n_samples
-            for k in range(size - 1, n, size) if size else (n - 1,):
-                model.observe(float(dev_t[k]), block.arrival_s)
+            model.observe(float(dev_t[-1]), block.arrival_s)
             host = model.to_host_array(dev_t)
             # Device time d (offset 0) is sample d * rate of the segment, taken at
             # T_ON + index / true rate.

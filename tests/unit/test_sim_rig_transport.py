@@ -176,7 +176,6 @@ async def test_ble_batches_at_connection_events_with_missed_events() -> None:
             "ble_jitter_ms": 0.2,
             "packet_samples": 4,
             "ble_max_packets_per_event": 12,
-            "join_packets": False,  # a block per notification, to count them
         }
     }
     drv = SimImuDriver("imu", opts, ctx)
@@ -194,17 +193,6 @@ async def test_ble_batches_at_connection_events_with_missed_events() -> None:
     assert drv.device.missed_events > 0
     # notifications of a few samples each, several per event
     assert counts.mean() == pytest.approx(20 * 1.0 / 4 / (1 - skipped), rel=0.1)
-    # by default an event's notifications come as one block, as the BLE drivers join what
-    # arrives in one loop pass (`driver.PassJoiner`)
-    ctx, clock, _ = make_ctx()
-    joined_opts = {"transport": {**opts["transport"], "join_packets": None}}
-    joined = (await run_station([SimImuDriver("imu", joined_opts, ctx)], clock, T0_S + 30.0)).blocks
-    j_arrivals = np.array([b.arrival_s for b in joined["imu.imu"]])
-    assert np.all(np.diff(j_arrivals) > 0)  # one block per connection event
-    assert all(b.packet_samples in (0, 4) for b in joined["imu.imu"])
-    assert np.mean([b.n_samples for b in joined["imu.imu"]]) == pytest.approx(
-        4 * counts.mean(), rel=0.1
-    )
 
 
 def test_ble_that_cannot_keep_up_is_a_config_error() -> None:

@@ -14,13 +14,12 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nmcore.driver import DriverContext, PassJoiner
+from nmcore.driver import DriverContext
 from nmcore.errors import DeviceError
 from nmcore.framing import FrameDecoder, Packet, PacketType, encode_command
 from nmcore.model import ChannelSpec, SampleBlock, StreamDescriptor, StreamKind
@@ -215,19 +214,16 @@ class NmcoreBleDriver:
                 yield block
 
     async def stream(self, on_block: Callable[[SampleBlock], None]) -> None:
-        """`blocks()` handed to `on_block` from the notification callback, the contiguous
-        packets that came in one loop pass joined into one block."""
+        """`blocks()` handed to `on_block` from the notification callback."""
         stream = self._byte_stream()
         for block in self._pending_blocks():
             on_block(block)
-        joiner = PassJoiner(self.streams)
 
         def handle(arrival_s: float, chunk: bytes) -> None:
             for block in self._decode(arrival_s, chunk):
-                joiner.add(block)
+                on_block(block)
 
-        # DeviceGoneError when the link drops
-        await stream.queue.stream_to(handle, partial(joiner.hand_to, on_block))
+        await stream.queue.stream_to(handle)  # DeviceGoneError when the link drops
 
     async def close(self) -> None:
         if self.link.connected and self._stream is not None:

@@ -16,12 +16,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nmcore.driver import DriverContext, PassJoiner
+from nmcore.driver import DriverContext
 from nmcore.errors import DeviceError
 from nmcore.model import ChannelSpec, SampleBlock, StreamDescriptor, StreamKind
 from nmcore.transport.ble import BleLink, NotificationQueue
@@ -357,17 +356,14 @@ class PolarPmdDriver:
                 yield block
 
     async def stream(self, on_block: Callable[[SampleBlock], None]) -> None:
-        """`blocks()` handed to `on_block` from the notification callback, the contiguous
-        frames of a stream that came in one loop pass joined into one block."""
-        joiner = PassJoiner(self.streams)
+        """`blocks()` handed to `on_block` from the notification callback."""
 
         def handle(arrival_s: float, payload: bytes) -> None:
             block = self._frame_block(arrival_s, payload)
             if block is not None:
-                joiner.add(block)
+                on_block(block)
 
-        # DeviceGoneError when the link drops
-        await self._data_queue().stream_to(handle, partial(joiner.hand_to, on_block))
+        await self._data_queue().stream_to(handle)  # DeviceGoneError when the link drops
 
     def _frame_block(self, arrival_s: float, payload: bytes) -> SampleBlock | None:
         """The block of one PMD data notification (None: not a frame of ours, counted)."""

@@ -15,10 +15,9 @@ Time model (world time = the host clock's base, seconds):
   ideal: at completion; serial: USB latency-timer bursts every `serial_latency_ms` (+ jitter);
   ble: connection events every `ble_interval_ms`, at most `ble_max_packets_per_event`
   notifications per stream each, some events missed (the batch waits for the next one).
-  Arrival time = delivery event time, never before the samples exist. A delivery joins its
-  contiguous packets into one block (`join_packets`), as a serial driver decodes one read
-  into one block per run and a BLE driver joins the notifications that came in one pass of
-  the event loop (`driver.PassJoiner`).
+  Arrival time = delivery event time, never before the samples exist. A serial delivery
+  joins its contiguous packets into one block (`join_packets`), as a serial driver decodes
+  one read into one block per run; a BLE one gives a block per notification.
 - Link outages (`disconnect_after_s` of link up, then `disconnect_duration_s` down, repeating):
   the driver raises DeviceGoneError at the outage start; the device keeps sampling; packets
   not delivered before the outage and those completed before the next `open` are lost.
@@ -90,14 +89,14 @@ class TransportOptions(BaseModel):
         None,
         description=(
             "deliver the contiguous packets of one delivery event as one block, as the serial "
-            "drivers do with one read and the BLE drivers with the notifications of one "
-            "loop pass; None: yes for serial and ble, no for ideal (one block per packet)"
+            "drivers do with one read; None: yes for serial, no for ble (one notification, "
+            "one block, as the BLE driver) and ideal"
         ),
     )
 
     @property
     def joins_packets(self) -> bool:
-        return self.kind != "ideal" if self.join_packets is None else self.join_packets
+        return self.kind == "serial" if self.join_packets is None else self.join_packets
 
 
 class FaultOptions(BaseModel):

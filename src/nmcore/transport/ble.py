@@ -145,57 +145,16 @@ class NotificationQueue:
     def closed(self) -> bool:
         return self._error is not None
 
-    async def stream_to(
-        self,
-        handle: Callable[[float, bytes], None],
-        end_of_pass: Callable[[], None] | None = None,
-    ) -> None:
+    async def stream_to(self, handle: Callable[[float, bytes], None]) -> None:
         """Hand every chunk to `handle(arrival_s, payload)` from the BLE callback (see
         `deliver_to`) until the queue closes: then raise its error. An exception from
-        `handle` ends it too, raised here.
-
-        `end_of_pass()` is called once after the chunks that came in one pass of the event
-        loop (a connection event's notifications read together): a driver joins what
-        `handle` decoded there (`driver.PassJoiner`). It also runs before the close error is
-        raised and when the stream ends otherwise, so nothing decoded is left behind."""
+        `handle` ends it too, raised here."""
         session = StreamSession()
-        on_item = session.guard(handle, late=self._enqueue)
-        if end_of_pass is None:
-            self.deliver_to(on_item, session.fail)
-            try:
-                await session.wait()
-            finally:
-                self.deliver_to(None)
-            return
-        loop = asyncio.get_running_loop()
-        # once the session is over (cancelled between two passes) what was decoded still goes
-        # out: it cannot go back to the queue as late chunks do
-        end_guarded = session.guard(end_of_pass, late=end_of_pass)
-        flush_due = False
-
-        def end_pass() -> None:
-            nonlocal flush_due
-            if flush_due:
-                flush_due = False
-                end_guarded()
-
-        def on_item_in_pass(arrival_s: float, payload: bytes) -> None:
-            nonlocal flush_due
-            on_item(arrival_s, payload)
-            if not flush_due:
-                flush_due = True
-                loop.call_soon(end_pass)  # after this pass's callbacks, before the next reads
-
-        def close_after_pass(exc: BaseException) -> None:
-            end_pass()
-            session.fail(exc)
-
-        self.deliver_to(on_item_in_pass, close_after_pass)
+        self.deliver_to(session.guard(handle, late=self._enqueue), session.fail)
         try:
             await session.wait()
         finally:
             self.deliver_to(None)
-            end_pass()  # a pass cut short (cancelled): its blocks go out now
 
     def _wake(self) -> None:
         w = self._waiter

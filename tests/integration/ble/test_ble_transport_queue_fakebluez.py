@@ -89,59 +89,6 @@ async def test_chunks_arriving_after_the_stream_ended_are_queued_not_lost() -> N
     assert q.dropped == 0
 
 
-async def test_end_of_pass_follows_each_loop_pass_and_the_close() -> None:
-    """`stream_to(handle, end_of_pass)`: one end-of-pass call after the chunks of a loop pass,
-    before the next pass; on close it runs before the error is raised."""
-    q = NotificationQueue(VirtualClock(start_s=3.0), 8, LinkStats())
-    log: list[Any] = []
-    streaming = asyncio.create_task(
-        q.stream_to(lambda _t, p: log.append(p), lambda: log.append("|"))
-    )
-    await asyncio.sleep(0)
-    q.push(b"a")
-    q.push(b"b")  # the same pass
-    await asyncio.sleep(0)
-    assert log == [b"a", b"b", "|"]
-    await asyncio.sleep(0)
-    assert log == [b"a", b"b", "|"]  # a pass without chunks: no call
-    q.push(b"c")
-    await asyncio.sleep(0)
-    q.push(b"d")
-    q.close(DeviceGoneError("gone", "dev"))  # in the pass of "d": "d" goes out first
-    assert log == [b"a", b"b", "|", b"c", "|", b"d", "|"]
-    with pytest.raises(DeviceGoneError, match="gone"):
-        await streaming
-    assert log[-1] == "|"
-
-
-async def test_end_of_pass_still_runs_when_the_stream_is_cancelled_mid_pass() -> None:
-    q = NotificationQueue(VirtualClock(start_s=3.0), 8, LinkStats())
-    log: list[Any] = []
-    streaming = asyncio.create_task(
-        q.stream_to(lambda _t, p: log.append(p), lambda: log.append("|"))
-    )
-    await asyncio.sleep(0)
-    q.push(b"a")
-    streaming.cancel()  # in the same pass: what was decoded still goes out, once
-    with pytest.raises(asyncio.CancelledError):
-        await streaming
-    await asyncio.sleep(0)
-    assert log == [b"a", "|"]
-
-
-async def test_an_end_of_pass_error_ends_the_stream_with_it() -> None:
-    q = NotificationQueue(VirtualClock(start_s=3.0), 8, LinkStats())
-
-    def bad() -> None:
-        raise ValueError("a bug downstream")
-
-    streaming = asyncio.create_task(q.stream_to(lambda _t, _p: None, bad))
-    await asyncio.sleep(0)
-    q.push(b"a")
-    with pytest.raises(ValueError, match="a bug downstream"):
-        await streaming
-
-
 async def test_slow_consumer_drops_are_counted_and_become_a_gap(fake_bluez: Any) -> None:
     clock = MonotonicClock()
     h10 = fakebluez.H10Emulator(clock, ecg_per_frame=13, acc_per_frame=20, conn_interval_s=0.0)
