@@ -5,7 +5,7 @@ sequence tracker, clock model, ring buffers, trial engine), against the simulato
   p50/p99/max |reconstructed sample time - true sample time| after 10 s of settling, next to
   host-arrival stamping (the samples of each delivered block stamped back from its arrival
   time at the nominal period: the usual practice; a simulated serial block is one USB burst,
-  a BLE block one connection event's notifications, as the drivers join them);
+  BLE gives a block per notification);
 - perturbation onset error (trigger, exact; IMU cross-check), EMG onset error, premotor and
   motor time error against the truth, over many trials.
 
