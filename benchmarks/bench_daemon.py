@@ -119,9 +119,10 @@ def _time_methods(
     cls: type, names: tuple[str, ...], sample: int = TIMED_CALL_SAMPLE
 ) -> list[float]:
     """Accumulate the thread CPU time spent inside these methods of `cls` (all instances, from
-    now on) into the returned one-element list: an unbiased estimate from a random `1/sample`
-    of the calls, each counted `sample` times (thousands of calls a minute: a few % of
-    sampling error). None of them may call another."""
+    now on) into the returned one-element list: an estimate from a random `1/sample` of the
+    calls, each counted `sample` times. Measured against timing every call, side by side:
+    the model read 4 % higher (6 of 6 runs; a timed call may run colder than an untimed
+    one), the pipeline the same. None of them may call another."""
     acc = [0.0]
     draw = random.Random(1).random
     p = 1.0 / sample
