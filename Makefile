@@ -3,11 +3,13 @@ SHELL := /bin/bash
 BIN := .venv/bin
 STAMP := .venv/.installed
 RUN_STAMP := .venv/.installed-run
+BENCH_STAMP := .venv/.installed-bench
 
-.PHONY: setup setup-run run test lint typecheck pytest firmware-test bench bench-smoke clean
+.PHONY: setup setup-run setup-bench run test lint typecheck pytest firmware-test bench bench-smoke clean
 
 setup: $(STAMP)
 setup-run: $(RUN_STAMP)
+setup-bench: $(BENCH_STAMP)
 
 # what the tests need (firmware toolchain, D-Bus, ...) on top of what `make run` needs
 $(STAMP): pyproject.toml constraints.txt scripts/setup.sh
@@ -17,6 +19,11 @@ $(STAMP): pyproject.toml constraints.txt scripts/setup.sh
 $(RUN_STAMP): pyproject.toml constraints.txt scripts/setup.sh
 	bash scripts/setup.sh run
 	touch $@
+
+# the benchmarks' peers (biosppy, NeuroKit2) on top of what the tests need
+$(BENCH_STAMP): pyproject.toml constraints.txt scripts/setup.sh
+	bash scripts/setup.sh bench
+	touch $@ $(STAMP) $(RUN_STAMP)
 
 run: setup-run
 	bash scripts/with-broker.sh $(BIN)/nmcore run $(ARGS)
@@ -36,10 +43,10 @@ pytest: setup
 firmware-test:
 	$(MAKE) -C firmware test
 
-bench: setup
+bench: setup-bench
 	$(BIN)/python benchmarks/run_all.py
 
-bench-smoke: setup
+bench-smoke: setup-bench
 	$(BIN)/python benchmarks/run_all.py --smoke
 
 clean:

@@ -49,7 +49,11 @@ Figures (one JSON object per line on stdout; the load average rides along in `co
   called after ready, i.e. loaded or compiled inside the event loop
   (tests/integration/mqtt/test_daemon_warm.py fails on any).
 - daemon_rss_mb: VmRSS after the run (full: 65 s, so the 60 s look-back is full; smoke:
-  after 10 s); baseline: VmRSS at ready. Goal <= 250 MB.
+  after 10 s); baseline: VmRSS at ready. Goal <= 250 MB. Its context splits anonymous
+  from file-backed pages: the file part (mostly numba's libllvmlite.so) measured 99 MB when
+  the page cache held only what processes had mapped, 142-150 MB after the file had been
+  read whole (as just after `pip install`): reproduce with `echo 3 >
+  /proc/sys/vm/drop_caches; cat .venv/.../libllvmlite.so > /dev/null`.
 - daemon_samples_per_s: sanity (every stream at its nominal rate).
 - daemon_cpu_pct_with_mqtt (full): one run publishing to a private mosquitto.
 - daemon_profile_*: a run under cProfile with a CPU-time timer, on over the same window; the
@@ -941,9 +945,14 @@ def _runtime(run: Runner, cache: Path | None, smoke: bool) -> None:
         goal="<= 250 MB",
         peak_mb=round(rss["rss_end"]["VmHWM"], 1),
         # file-backed pages are mostly libLLVM (numba) and other shared libraries: shared
-        # between processes and reclaimable; anonymous pages are this process's own
+        # between processes and reclaimable; anonymous pages are this process's own. How
+        # many of libllvmlite.so's pages a process maps depends on the page cache: after
+        # the file was read whole (pip install, a backup, `cat`) ~40 MB more than when
+        # only its mappings brought it in
         anon_mb=round(rss["rss_end"]["RssAnon"], 1),
         file_mb=round(rss["rss_end"]["RssFile"], 1),
+        runs=[round(r["rss_end"]["VmRSS"], 1) for r in daemons],
+        file_runs=[round(r["rss_end"]["RssFile"], 1) for r in daemons],
         anon_at_ready_mb=round(rss["rss_ready"]["RssAnon"], 1),
         after_s=round(rss["wall_s"], 1),
         history_s=HISTORY_S,

@@ -3,6 +3,7 @@
 # pinned dependencies. Idempotent; re-run after pulling.
 #   scripts/setup.sh run    what `make run` needs (broker, venv)
 #   scripts/setup.sh test   also what the test suite needs (firmware toolchain, D-Bus, ...)
+#   scripts/setup.sh bench  also the peers the benchmarks compare against (biosppy, NeuroKit2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-test}
@@ -15,7 +16,7 @@ have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin
 # simulator), dbus (the fake BlueZ of the BLE tests), systemd (systemd-analyze for the unit
 # file), openssl (the MQTT TLS tests' certificates).
 needs=(mosquitto:mosquitto mosquitto_sub:mosquitto-clients)
-if [ "$what" = test ]; then
+if [ "$what" != run ]; then
   needs+=(gcc:gcc make:make avr-gcc:gcc-avr simavr:simavr dbus-daemon:dbus
           systemd-analyze:systemd openssl:openssl)
 fi
@@ -23,7 +24,7 @@ missing=()
 for cmd_pkg in "${needs[@]}"; do
   have "${cmd_pkg%%:*}" || missing+=("${cmd_pkg#*:}")
 done
-if [ "$what" = test ] && [ ! -e /usr/lib/avr/include/avr/io.h ]; then missing+=(avr-libc); fi
+if [ "$what" != run ] && [ ! -e /usr/lib/avr/include/avr/io.h ]; then missing+=(avr-libc); fi
 PY=${PYTHON:-python3}
 "$PY" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 
@@ -51,5 +52,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+extras=dev
+[ "$what" = bench ] && extras=dev,bench
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[$extras]"
 echo "setup: ready (.venv/bin/nmcore)"
