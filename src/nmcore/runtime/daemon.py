@@ -49,7 +49,6 @@ from nmcore.publish import (
     DeviceStatusMessage,
     GetState,
     LandingMessage,
-    LiveMessage,
     Mark,
     MarkEvent,
     Publisher,
@@ -685,18 +684,11 @@ class Daemon:
                     start, head, LIVE_POINTS, rms=st.desc.kind is StreamKind.EMG
                 )
                 n_bin = (head - start) // LIVE_POINTS
-                rounded = np.round(binned.T, 6)
-                values: list[list[float | None]] = rounded.tolist()
-                if np.isnan(rounded).any():  # a bin without a received sample: null
-                    values = [[None if v != v else v for v in row] for row in values]
-                pub.publish_live(
-                    LiveMessage(
-                        stream_id=sid,
-                        t0_s=t0,
-                        rate_hz=st.desc.rate_hz / n_bin,
-                        channels=list(st.desc.channel_names),
-                        values=values,
-                    )
+                # channels x bins, C order for the JSON encoder; a bin without a received
+                # sample is NaN, sent as null
+                values = np.round(np.ascontiguousarray(binned.T), 6)
+                pub.publish_live_block(
+                    sid, t0, st.desc.rate_hz / n_bin, st.desc.channel_names, values
                 )
 
     # -- commands --------------------------------------------------------------------------

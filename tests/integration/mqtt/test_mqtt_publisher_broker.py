@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import numpy as np
 import orjson
 
 from nmcore.publish import (
@@ -186,6 +187,67 @@ async def test_live_is_qos0_with_expiry_and_rate_capped(
         assert body["values"] == [[0.1, 0.2], [0.3, None]]
         await asyncio.sleep(0.15)
         assert pub.publish_live(block)
+
+
+async def test_live_block_from_numpy_is_a_live_message(
+    broker: Any, station: str, tmp_path: Path, mqtt_config: Any, subscriber: Any
+) -> None:
+    cfg = mqtt_config(broker)
+    topic = f"{ROOT}/{station}/live/emg1.emg"
+    values = np.array([[0.1, 0.25, np.nan], [1e-7, -2.0, 3.0]])  # channels x samples
+    async with (
+        subscriber(broker, [topic], qos=0) as (_, got),
+        Publisher(cfg, station, tmp_path, wall_clock=lambda: 1_700_000_000.0) as pub,
+    ):
+        assert await pub.wait_connected(5.0)
+        assert pub.publish_live_block("emg1.emg", 12.5, 200.0, ("TA", "GM"), values)
+        pub.publish_live(
+            LiveMessage(
+                stream_id="emg1.emg", t0_s=12.5, rate_hz=200.0, channels=["TA", "GM"],
+                values=[[0.1, 0.25, None], [1e-7, -2.0, 3.0]],
+            )
+        )  # fmt: skip
+        await got.wait_for(lambda m: len(m) == 2)
+    from_numpy, from_model = (m.json() for m in got.messages)
+    # the same payload as the model's, stamped alike; NaN went out as null
+    assert LiveMessage.model_validate(from_numpy).values == [[0.1, 0.25, None], [1e-7, -2.0, 3.0]]
+    assert from_model["seq"] == from_numpy["seq"] + 1
+    for body in (from_numpy, from_model):
+        del body["seq"], body["sent_s"], body["utc"]  # per message
+    assert from_numpy == from_model
+    assert from_numpy["station"] == station
+    assert from_numpy["schema_version"] == 1
+
+
+async def test_live_is_refused_and_counted_while_the_socket_is_backed_up(
+    broker: Any, station: str, tmp_path: Path, mqtt_config: Any
+) -> None:
+    cfg = mqtt_config(broker, live_rate_hz=200.0)
+    channels = [f"c{k}" for k in range(16)]
+    values = np.full((16, 4000), 1.5)  # ~260 kB of JSON a message
+    async with Publisher(cfg, station, tmp_path) as pub:
+        assert await pub.wait_connected(5.0)
+        broker.pause()  # the connection stays up; the socket's buffers fill
+        try:
+            for i in range(1000):
+                if not pub.publish_live_block(f"s{i}.emg", 1.0, 100.0, channels, values):
+                    break
+                await asyncio.sleep(0)  # paho writes what the socket still takes
+            else:
+                raise AssertionError("a backed-up socket never refused a live message")
+            assert pub.stats.dropped_live == 1
+            assert not pub.publish_live_block("x.emg", 1.0, 100.0, channels, values)
+            assert pub.stats.dropped_live == 2
+        finally:
+            broker.resume()
+        # once paho's queue is written out, live flows again
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            # a view that is not C-contiguous is sent too
+            if pub.publish_live_block("y.emg", 1.0, 100.0, channels, values[:, :2]):
+                break
+        else:
+            raise AssertionError("live stayed refused after the broker came back")
 
 
 async def test_v311_publisher_and_subscriber(
