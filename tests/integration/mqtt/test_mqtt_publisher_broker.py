@@ -197,7 +197,7 @@ async def test_live_block_from_numpy_is_a_live_message(
     values = np.array([[0.1, 0.25, np.nan], [1e-7, -2.0, 3.0]])  # channels x samples
     async with (
         subscriber(broker, [topic], qos=0) as (_, got),
-        Publisher(cfg, station, tmp_path, wall_clock=lambda: 1_700_000_000.0) as pub,
+        Publisher(cfg, station, tmp_path) as pub,
     ):
         assert await pub.wait_connected(5.0)
         assert pub.publish_live_block("emg1.emg", 12.5, 200.0, ("TA", "GM"), values)
