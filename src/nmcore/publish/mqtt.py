@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +38,7 @@ import aiomqtt
 import numpy as np
 import numpy.typing as npt
 import orjson
+import paho.mqtt.client as mqtt
 from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY, MQTT_ERR_SUCCESS
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -71,8 +74,8 @@ _paho_log.setLevel(logging.WARNING)
 
 # Live data older than this is useless to a dashboard: the broker drops it (MQTT v5 expiry).
 LIVE_EXPIRY_S = 2
-# Live blocks queued in paho since its queue was last empty; beyond this the socket is backed
-# up (the link is slower than the data) and live blocks are dropped, counted.
+# Live blocks handed to paho and not yet written to the socket; beyond this the link is slower
+# than the data and live blocks are dropped, counted.
 LIVE_INFLIGHT_MAX = 16
 # Burst allowed above live_rate_hz per stream (token bucket depth).
 LIVE_BURST = 3.0
@@ -193,7 +196,9 @@ class Publisher:
         self._status: tuple[DaemonState, str] = ("init", "")
         self._devices: dict[str, DeviceStatusMessage] = {}
         self._live_tokens: dict[str, tuple[float, float]] = {}
-        self._live_queued = 0  # live messages handed to paho since its queue was last empty
+        # paho and what it has not yet written of our live messages (`_session` sets paho)
+        self._paho: mqtt.Client | None = None
+        self._live_unwritten: deque[mqtt.MQTTMessageInfo] = deque()
         self._background: set[asyncio.Task[None]] = set()
         self._commands_running: set[asyncio.Future[CommandOutcome]] = set()
         # counters
@@ -338,20 +343,17 @@ class Publisher:
         its fields, `values` (channels x samples; NaN is sent as null) straight from numpy,
         without building and dumping the model (~50 us a message, 150 messages/s on the lab
         rig). The caller keeps to the model's rules."""
-        client = self._client
-        if self._session_tg is None or client is None or not self._connected.is_set():
+        paho = self._paho
+        if paho is None or not self._connected.is_set():
             self._dropped_live += 1
             return False
         if not self._take_live_token(stream_id):
             self._dropped_live += 1
             return False
-        # paho's own publish (aiomqtt's paho client is private; aiomqtt is pinned and the
-        # broker tests cover this), not aiomqtt's coroutine: for QoS 0 that is a task, an
-        # Event and a wait_for per message only to learn that paho wrote it
-        paho = client._client
-        if not paho.want_write():  # everything queued so far is on the wire
-            self._live_queued = 0
-        if self._live_queued >= LIVE_INFLIGHT_MAX:  # the socket is backed up
+        unwritten = self._live_unwritten
+        while unwritten and unwritten[0].is_published():  # paho writes in order
+            unwritten.popleft()
+        if len(unwritten) >= LIVE_INFLIGHT_MAX:  # the socket is backed up
             self._dropped_live += 1
             return False
         data = self._envelope(utc, t0_s)
@@ -366,7 +368,7 @@ class Publisher:
             self._dropped_live += 1
             return False
         self._published += 1
-        self._live_queued += 1
+        unwritten.append(info)
         return True
 
     def set_status(self, state: DaemonState, detail: str = "") -> None:
@@ -393,7 +395,8 @@ class Publisher:
         seq = self._outbox.next_seq()
         now_s = self._clock.now()
         if utc is None:
-            wall_s = self._wall() - (now_s - event_t_s if event_t_s is not None else 0.0)
+            ago_s = now_s - event_t_s if event_t_s is not None else 0.0
+            wall_s = self._wall() - (ago_s if math.isfinite(ago_s) else 0.0)
             utc = datetime.fromtimestamp(wall_s, UTC)
         return {
             "schema_version": SCHEMA_VERSION,
@@ -519,7 +522,8 @@ class Publisher:
                 self._client = None
                 self._session_tg = None
                 self._drain_idle = False
-                self._live_queued = 0
+                self._paho = None
+                self._live_unwritten.clear()
                 self._inflight = 0
             if self._stopping:
                 break
@@ -544,6 +548,11 @@ class Publisher:
             await client.subscribe(self.topics.command_filter(), qos=1, timeout=timeout_s)
         async with asyncio.TaskGroup() as tg:
             self._client = client
+            # Live blocks go to paho's own publish, not aiomqtt's coroutine: for QoS 0 that
+            # is a task, an Event and a wait_for per message only to learn that paho wrote
+            # it. aiomqtt's paho client is private: looked up here, so a release that
+            # renames it ends the session with an error instead of failing every live tick.
+            self._paho = client._client
             self._session_tg = tg
             self._connected.set()
             tg.create_task(self._drain(client, tg), name="mqtt-drain")

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
 import signal
 import sys
@@ -31,9 +32,11 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from nmcore import __version__
+from nmcore.buffer import RingBuffer
 from nmcore.config import StationConfig
 from nmcore.config.load import validate_station
 from nmcore.driver import DriverContext, load_driver
@@ -90,6 +93,21 @@ FLUSH_MAX_S = 60.0
 # float64 on disk: a replay or `nmcore analyze` of the recording then gives the live
 # results exactly (float32 would round every sample; ~1.8 GB/h instead of ~1 GB/h on the rig)
 RECORD_DTYPE: Literal["float64"] = "float64"
+
+
+def live_block(
+    ring: RingBuffer, start: int, stop: int, *, rms: bool
+) -> tuple[float, npt.NDArray[np.float64]] | None:
+    """One live message's time and values from `[start, stop)`: LIVE_POINTS bin means (`rms`:
+    root mean square), channels x bins in C order for the JSON encoder, rounded to 6
+    decimals, NaN (sent as null) for a bin without a received sample. None when the first
+    bin received nothing (after a gap): the message's time would be unknown."""
+    binned, t0_s = ring.bin_means(start, stop, LIVE_POINTS, rms=rms)
+    if not math.isfinite(t0_s):
+        return None
+    values = np.ascontiguousarray(binned.T)
+    np.round(values, 6, out=values)
+    return t0_s, values
 
 
 def default_state_dir() -> Path:
@@ -680,16 +698,11 @@ class Daemon:
                 if head - start < LIVE_POINTS:
                     continue
                 next_index[sid] = head
-                binned, t0 = st.ring.bin_means(
-                    start, head, LIVE_POINTS, rms=st.desc.kind is StreamKind.EMG
-                )
-                n_bin = (head - start) // LIVE_POINTS
-                # channels x bins, C order for the JSON encoder; a bin without a received
-                # sample is NaN, sent as null
-                values = np.round(np.ascontiguousarray(binned.T), 6)
-                pub.publish_live_block(
-                    sid, t0, st.desc.rate_hz / n_bin, st.desc.channel_names, values
-                )
+                block = live_block(st.ring, start, head, rms=st.desc.kind is StreamKind.EMG)
+                if block is not None:
+                    n_bin = (head - start) // LIVE_POINTS
+                    rate_hz = st.desc.rate_hz / n_bin
+                    pub.publish_live_block(sid, block[0], rate_hz, st.desc.channel_names, block[1])
 
     # -- commands --------------------------------------------------------------------------
     async def _command(self, cmd: Command) -> dict[str, Any]:

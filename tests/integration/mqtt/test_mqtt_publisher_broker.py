@@ -201,14 +201,19 @@ async def test_live_block_from_numpy_is_a_live_message(
     ):
         assert await pub.wait_connected(5.0)
         assert pub.publish_live_block("emg1.emg", 12.5, 200.0, ("TA", "GM"), values)
-        pub.publish_live(
+        assert pub.publish_live(
             LiveMessage(
                 stream_id="emg1.emg", t0_s=12.5, rate_hz=200.0, channels=["TA", "GM"],
                 values=[[0.1, 0.25, None], [1e-7, -2.0, 3.0]],
             )
         )  # fmt: skip
-        await got.wait_for(lambda m: len(m) == 2)
-    from_numpy, from_model = (m.json() for m in got.messages)
+        # a view that is not C-contiguous goes out through the encoder's fallback
+        transposed = np.ascontiguousarray(values.T).T
+        assert not transposed.flags.c_contiguous
+        assert pub.publish_live_block("emg1.emg", 12.5, 200.0, ("TA", "GM"), transposed)
+        await got.wait_for(lambda m: len(m) == 3)
+    from_numpy, from_model, from_view = (m.json() for m in got.messages)
+    assert from_view["values"] == from_numpy["values"]
     # the same payload as the model's, stamped alike; NaN went out as null
     assert LiveMessage.model_validate(from_numpy).values == [[0.1, 0.25, None], [1e-7, -2.0, 3.0]]
     assert from_model["seq"] == from_numpy["seq"] + 1
@@ -238,16 +243,61 @@ async def test_live_is_refused_and_counted_while_the_socket_is_backed_up(
             assert pub.stats.dropped_live == 1
             assert not pub.publish_live_block("x.emg", 1.0, 100.0, channels, values)
             assert pub.stats.dropped_live == 2
+            # refused for the backed-up socket, not for a lost connection
+            assert pub.connected
+            assert pub.stats.reconnects == 0
         finally:
             broker.resume()
-        # once paho's queue is written out, live flows again
+        # once paho has written them out, live flows again
         for _ in range(200):
             await asyncio.sleep(0.02)
-            # a view that is not C-contiguous is sent too
             if pub.publish_live_block("y.emg", 1.0, 100.0, channels, values[:, :2]):
                 break
         else:
             raise AssertionError("live stayed refused after the broker came back")
+
+
+async def test_live_keeps_flowing_while_the_outbox_drains(
+    broker: Any, station: str, tmp_path: Path, mqtt_config: Any
+) -> None:
+    # QoS 1 rows queued in paho between two of its writes are not a backed-up socket: live
+    # blocks are refused only for live blocks of their own still unwritten
+    cfg = mqtt_config(broker)
+    async with Publisher(cfg, station, tmp_path) as pub:
+        for i in range(20000):
+            pub.publish_result(result(i))
+        assert await pub.wait_connected(5.0)
+        block = np.ones((2, 8))
+        sent = 0
+        for tick in range(50):
+            for k in range(6):  # a stream id per message: no rate cap in the way
+                sent += pub.publish_live_block(f"t{tick}k{k}.emg", 1.0, 100.0, ("a", "b"), block)
+            await asyncio.sleep(0.02)  # twice the lab rig's live rate
+        assert pub.stats.outbox_depth > 0, "the drain finished before the live blocks"
+        assert sent == 300, f"{300 - sent} live blocks refused while only the outbox was busy"
+        assert pub.stats.dropped_live == 0
+        assert await pub.flush(60.0)
+
+
+async def test_a_message_with_an_unknown_time_is_stamped_with_now(
+    broker: Any, station: str, tmp_path: Path, mqtt_config: Any, subscriber: Any
+) -> None:
+    # a NaN event time (a window with no received sample) once raised in the stamp, inside
+    # the daemon's output path
+    cfg = mqtt_config(broker)
+    topic = f"{ROOT}/{station}/event/gap"
+    nan = float("nan")
+    async with (
+        subscriber(broker, [topic]) as (_, got),
+        Publisher(cfg, station, tmp_path) as pub,
+    ):
+        gap = GapEvent(
+            t_s=nan, stream_id="s", first_index=0, missing_samples=1, start_s=nan, end_s=nan
+        )
+        pub.publish_event(gap)
+        assert await pub.flush(5.0)
+        await got.wait_for(lambda m: len(m) == 1)
+    assert got.messages[0].json()["utc"] is not None
 
 
 async def test_v311_publisher_and_subscriber(
