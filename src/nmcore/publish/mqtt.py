@@ -74,8 +74,9 @@ _paho_log.setLevel(logging.WARNING)
 
 # Live data older than this is useless to a dashboard: the broker drops it (MQTT v5 expiry).
 LIVE_EXPIRY_S = 2
-# Live blocks handed to paho and not yet written to the socket; beyond this the link is slower
-# than the data and live blocks are dropped, counted.
+# Live blocks handed to paho and not yet written to the socket (at least; two per live stream
+# when there are more streams); beyond this the socket is backed up, the link slower than the
+# data, and live blocks are dropped, counted.
 LIVE_INFLIGHT_MAX = 16
 # Burst allowed above live_rate_hz per stream (token bucket depth).
 LIVE_BURST = 3.0
@@ -353,7 +354,8 @@ class Publisher:
         unwritten = self._live_unwritten
         while unwritten and unwritten[0].is_published():  # paho writes in order
             unwritten.popleft()
-        if len(unwritten) >= LIVE_INFLIGHT_MAX:  # the socket is backed up
+        # a tick queues one block per stream before paho can write any: two ticks' worth
+        if len(unwritten) >= max(LIVE_INFLIGHT_MAX, 2 * len(self._live_tokens)):
             self._dropped_live += 1
             return False
         data = self._envelope(utc, t0_s)

@@ -234,14 +234,15 @@ async def test_live_is_refused_and_counted_while_the_socket_is_backed_up(
         assert await pub.wait_connected(5.0)
         broker.pause()  # the connection stays up; the socket's buffers fill
         try:
-            for i in range(1000):
-                if not pub.publish_live_block(f"s{i}.emg", 1.0, 100.0, channels, values):
+            for i in range(1000):  # 4 streams, each well under its rate cap
+                if not pub.publish_live_block(f"s{i % 4}.emg", 1.0, 100.0, channels, values):
                     break
-                await asyncio.sleep(0)  # paho writes what the socket still takes
+                await asyncio.sleep(0.005)  # paho writes what the socket still takes
             else:
                 raise AssertionError("a backed-up socket never refused a live message")
             assert pub.stats.dropped_live == 1
-            assert not pub.publish_live_block("x.emg", 1.0, 100.0, channels, values)
+            await asyncio.sleep(0.02)
+            assert not pub.publish_live_block("s0.emg", 1.0, 100.0, channels, values)
             assert pub.stats.dropped_live == 2
             # refused for the backed-up socket, not for a lost connection
             assert pub.connected
@@ -277,6 +278,25 @@ async def test_live_keeps_flowing_while_the_outbox_drains(
         assert sent == 300, f"{300 - sent} live blocks refused while only the outbox was busy"
         assert pub.stats.dropped_live == 0
         assert await pub.flush(60.0)
+
+
+async def test_a_tick_of_more_live_streams_than_the_cap_is_sent_whole(
+    broker: Any, station: str, tmp_path: Path, mqtt_config: Any
+) -> None:
+    # a live tick hands paho one block per stream before it can write any: 24 streams (more
+    # than LIVE_INFLIGHT_MAX) must not lose their last ones every tick
+    cfg = mqtt_config(broker)
+    async with Publisher(cfg, station, tmp_path) as pub:
+        assert await pub.wait_connected(5.0)
+        block = np.ones((2, 8))
+        for _ in range(5):
+            sent = [
+                pub.publish_live_block(f"s{k}.emg", 1.0, 100.0, ("a", "b"), block)
+                for k in range(24)
+            ]
+            assert all(sent)
+            await asyncio.sleep(0.04)
+        assert pub.stats.dropped_live == 0
 
 
 async def test_a_message_with_an_unknown_time_is_stamped_with_now(
