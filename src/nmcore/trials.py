@@ -706,7 +706,9 @@ class SwayStage:
 
     def measure(self, start: int, stop: int) -> None:
         w = self.st.ring.window_by_index(start, stop)
-        if len(w.t_s) < 3:
+        # a window wholly in a gap has no measures and no known end time: the gap event
+        # already says what is missing
+        if len(w.t_s) < 3 or not w.valid.any():
             return
         if self._offload is None:
             self._emit(self._result(w))
