@@ -945,10 +945,8 @@ def _runtime(run: Runner, cache: Path | None, smoke: bool) -> None:
         goal="<= 250 MB",
         peak_mb=round(rss["rss_end"]["VmHWM"], 1),
         # file-backed pages are mostly libLLVM (numba) and other shared libraries: shared
-        # between processes and reclaimable; anonymous pages are this process's own. How
-        # many of libllvmlite.so's pages a process maps depends on the page cache: after
-        # the file was read whole (pip install, a backup, `cat`) ~40 MB more than when
-        # only its mappings brought it in
+        # between processes and reclaimable, and their count depends on the page cache
+        # (the module docstring); anonymous pages are this process's own
         anon_mb=round(rss["rss_end"]["RssAnon"], 1),
         file_mb=round(rss["rss_end"]["RssFile"], 1),
         runs=[round(r["rss_end"]["VmRSS"], 1) for r in daemons],
